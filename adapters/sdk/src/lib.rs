@@ -1,0 +1,17 @@
+//! The Renkei adapter SDK.
+//!
+//! - [`event`]: the canonical event v1 model every adapter produces.
+//! - [`adapter`]: the contract between a source adapter and the hub.
+//!
+//! The JSON Schema of the canonical event is [`EVENT_SCHEMA_V1`].
+
+pub mod adapter;
+pub mod event;
+
+pub use adapter::{
+    IngestOutcome, IngestSink, InputSource, NormalizeError, Normalizer, ReceivedInput,
+};
+pub use event::*;
+
+/// The JSON Schema (draft 2020-12) of canonical event v1.
+pub const EVENT_SCHEMA_V1: &str = include_str!("../schema/event-v1.schema.json");
