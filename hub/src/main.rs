@@ -1,1 +1,361 @@
-fn main() {}
+//! `renkei`: the Renkei integration hub.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use renkei_hub::app::{self, Role};
+use renkei_hub::config::{LogFormat, Settings};
+use renkei_hub::registry::document::{ChangeAction, RegistryDocument};
+use renkei_hub::store::{AdminStore, DeliveryFilter, DeliveryStore};
+use renkei_sdk::Normalizer;
+use tokio_util::sync::CancellationToken;
+
+/// Renkei: medical–long-term-care data linkage hub.
+///
+/// Hospitals' ADT feeds (HL7 v2 over MLLP) come in; canonical events go out as signed
+/// webhooks to the care offices that look after each patient and are covered by the
+/// patient's consent. Every decision is written to a hash-chained audit log.
+#[derive(Parser)]
+#[command(name = "renkei", version, propagate_version = true)]
+struct Cli {
+    /// Configuration file layered over the built-in defaults (see config/default.toml);
+    /// RENKEI__SECTION__KEY environment variables override both.
+    #[arg(long, short, global = true, env = "RENKEI_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub: every role in one process, or only those given with --roles.
+    Up {
+        /// Roles to run, comma-separated. Several processes with different roles can
+        /// share one broker and one database.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "mllp,router,delivery,api"
+        )]
+        roles: Vec<Role>,
+    },
+    /// Print the canonical event for a source message (exit 0), or the error with the
+    /// segment/field at fault (exit 2). Needs no broker or database.
+    Normalize {
+        /// The message file (HL7 v2; MLLP framing bytes are accepted).
+        file: PathBuf,
+    },
+    /// Apply the embedded database migrations and exit.
+    Migrate,
+    /// Registry and API-key administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Delivery log and replay of dead deliveries.
+    Deliveries {
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Apply a registry document (TOML): facilities, participants, endpoints,
+    /// subscriptions, patients, care relationships, consents. Idempotent; prints what
+    /// changed. Secrets may be written `env:VAR` to read them from the environment.
+    Apply {
+        /// The document.
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        /// Validate and print the plan's resources without touching the database.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Create an admin API key; it is printed once and only its hash is stored.
+    CreateApiKey {
+        /// Who or what the key is for.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeliveriesCommand {
+    /// List deliveries, newest first.
+    List {
+        /// Only this event.
+        #[arg(long)]
+        event: Option<uuid::Uuid>,
+        /// Only this participant.
+        #[arg(long)]
+        participant: Option<String>,
+        /// Only this status (pending, retrying, delivered, dead, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Move dead deliveries back to the queue.
+    Replay {
+        /// Delivery ids.
+        #[arg(required = true)]
+        ids: Vec<uuid::Uuid>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; exit 1 and name every altered or removed row if broken.
+    Verify,
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Normalize { file } = &cli.command {
+        return normalize(file);
+    }
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&settings);
+    // One TLS stack: rustls with ring, for the webhook client and amqps.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, settings)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn normalize(file: &PathBuf) -> ExitCode {
+    let raw = match std::fs::read(file) {
+        Ok(raw) => raw,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    // Accept a captured MLLP frame as well as a bare message.
+    let message = raw
+        .strip_prefix(b"\x0b")
+        .map(|m| {
+            m.strip_suffix(b"\x1c\r")
+                .or_else(|| m.strip_suffix(b"\x1c"))
+                .unwrap_or(m)
+        })
+        .unwrap_or(&raw);
+    match renkei_hl7v2::Hl7Normalizer::default().normalize(message) {
+        Ok(event) => match serde_json::to_string_pretty(&event) {
+            Ok(json) => {
+                let _ = writeln!(std::io::stdout(), "{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot print the event: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Normalize { .. } => unreachable!("handled before the runtime starts"),
+        Command::Up { roles } => {
+            let shutdown = CancellationToken::new();
+            let signal = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutting down");
+                signal.cancel();
+            });
+            app::run(
+                settings,
+                roles.into_iter().collect::<BTreeSet<_>>(),
+                shutdown,
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            app::connect_store(&settings).await?;
+            println!("database is up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin { command } => admin(command, &settings).await,
+        Command::Deliveries { command } => deliveries(command, &settings).await,
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let store = app::connect_store(&settings).await?;
+            let (rows, breaks) = renkei_hub::api::verify_chain(&store).await?;
+            if breaks.is_empty() {
+                println!("audit log intact: {rows} rows verified");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for b in &breaks {
+                    println!("BROKEN: {b}");
+                }
+                println!(
+                    "audit log NOT intact: {} problem(s) in {rows} rows",
+                    breaks.len()
+                );
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
+}
+
+async fn admin(command: AdminCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        AdminCommand::Apply { file, dry_run } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let mut doc = RegistryDocument::from_toml(&text)
+                .with_context(|| format!("{}", file.display()))?;
+            doc.resolve_secrets(|var| std::env::var(var).ok())
+                .and_then(|()| doc.validate())
+                .with_context(|| {
+                    format!("{} cannot be applied; nothing was changed", file.display())
+                })?;
+            if dry_run {
+                println!("{} is valid", file.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let store = app::connect_store(settings).await?;
+            let changes = store.apply_registry(&doc, "cli").await.with_context(|| {
+                format!("{} cannot be applied; nothing was changed", file.display())
+            })?;
+            for change in &changes {
+                println!("{change}");
+            }
+            let changed = changes
+                .iter()
+                .filter(|c| c.action != ChangeAction::Unchanged)
+                .count();
+            println!("{changed} changed, {} unchanged", changes.len() - changed);
+            Ok(ExitCode::SUCCESS)
+        }
+        AdminCommand::CreateApiKey { name } => {
+            let store = app::connect_store(settings).await?;
+            let key = renkei_hub::api::new_api_key();
+            let id = store
+                .create_api_key(&name, &renkei_hub::api::api_key_hash(&key))
+                .await?;
+            eprintln!("created API key {id} for {name}; it is shown once, store it now:");
+            println!("{key}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn deliveries(command: DeliveriesCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let store = app::connect_store(settings).await?;
+    match command {
+        DeliveriesCommand::List {
+            event,
+            participant,
+            status,
+            limit,
+        } => {
+            let filter = DeliveryFilter {
+                event_id: event,
+                participant_id: participant,
+                status,
+                limit: Some(limit),
+            };
+            println!(
+                "{:36}  {:36}  {:20}  {:>5}  {:9}  {:>3}  last error",
+                "delivery", "event", "participant", "seq", "status", "try"
+            );
+            for d in store.list_deliveries(&filter).await? {
+                println!(
+                    "{}  {}  {:20}  {:>5}  {:9}  {:>3}  {}",
+                    d.id,
+                    d.event_id,
+                    d.participant_id,
+                    d.sequence,
+                    d.status,
+                    d.attempts,
+                    d.last_error.unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeliveriesCommand::Replay { ids } => {
+            let bus = app::connect_bus(settings).await?;
+            let replayed = store.replay_dead(&ids, "cli").await?;
+            for id in &replayed {
+                renkei_hub::bus::Bus::publish_delivery(&bus, *id).await?;
+                println!("replayed {id}");
+            }
+            let skipped = ids.len() - replayed.len();
+            if skipped > 0 {
+                println!("{skipped} id(s) skipped: not dead deliveries");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,126 @@
+//! Wiring: builds the store, the bus and the roles from settings and runs them until
+//! shutdown. `renkei up --roles …` calls [`run`].
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::amqp::AmqpBus;
+use crate::bus::{Bus, QueueRole};
+use crate::config::Settings;
+use crate::delivery::DeliveryWorker;
+use crate::ingest::Ingestor;
+use crate::router::Router;
+use crate::store::pg::PgStore;
+
+/// A part of the hub that can run in a process of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Role {
+    /// HL7 v2 MLLP listener (ingest).
+    Mllp,
+    /// Router (consumes events, writes deliveries).
+    Router,
+    /// Delivery workers (webhooks).
+    Delivery,
+    /// Admin HTTP API.
+    Api,
+}
+
+/// Connects to PostgreSQL and applies migrations.
+pub async fn connect_store(settings: &Settings) -> anyhow::Result<PgStore> {
+    let store = PgStore::connect(
+        &settings.database.url,
+        settings.database.max_connections,
+        settings.database.acquire_timeout,
+    )
+    .await
+    .context("cannot connect to PostgreSQL (database.url / RENKEI__DATABASE__URL)")?;
+    store
+        .migrate()
+        .await
+        .context("cannot apply database migrations")?;
+    Ok(store)
+}
+
+/// Connects to RabbitMQ and declares the topology.
+pub async fn connect_bus(settings: &Settings) -> anyhow::Result<AmqpBus> {
+    AmqpBus::connect(&settings.bus, &settings.delivery.retry_schedule)
+        .await
+        .context("cannot connect to RabbitMQ (bus.url / RENKEI__BUS__URL)")
+}
+
+/// Runs the given roles until `shutdown` is cancelled.
+pub async fn run(
+    settings: Settings,
+    roles: BTreeSet<Role>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = Arc::new(connect_store(&settings).await?);
+    let bus: Arc<dyn Bus> = Arc::new(connect_bus(&settings).await?);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    if roles.contains(&Role::Router) {
+        let router = Arc::new(Router::new(store.clone(), bus.clone()));
+        let (bus, shutdown) = (bus.clone(), shutdown.clone());
+        let concurrency = settings.router.concurrency;
+        tasks.spawn(async move {
+            bus.consume(QueueRole::Route, concurrency, router, shutdown)
+                .await;
+            Ok(())
+        });
+    }
+    if roles.contains(&Role::Delivery) {
+        let worker = Arc::new(
+            DeliveryWorker::new(store.clone(), bus.clone(), settings.delivery.clone())
+                .context("cannot build the webhook HTTP client")?,
+        );
+        let (bus, shutdown) = (bus.clone(), shutdown.clone());
+        let concurrency = settings.delivery.concurrency;
+        tasks.spawn(async move {
+            bus.consume(QueueRole::Deliver, concurrency, worker, shutdown)
+                .await;
+            Ok(())
+        });
+    }
+    /*TEMP*/
+    if roles.contains(&Role::Api) {
+        let state = crate::api::ApiState {
+            admin: store.clone(),
+            deliveries: store.clone(),
+            bus: bus.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind(settings.api.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen for the admin API on {} (api.listen)",
+                    settings.api.listen
+                )
+            })?;
+        tracing::info!(addr = %settings.api.listen, "admin API ready");
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, crate::api::router(state))
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+                .context("admin API failed")
+        });
+    }
+    tracing::info!(roles = ?roles, "renkei is up");
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shutdown.cancel();
+                return Err(e);
+            }
+            Err(e) => {
+                shutdown.cancel();
+                return Err(anyhow::anyhow!("a role stopped unexpectedly: {e}"));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! The event bus behind a small trait: publish with a confirm, consume with explicit
+//! acknowledgement. [`amqp::AmqpBus`] is the RabbitMQ implementation.
+//!
+//! Topology (every name carries the configured prefix `P`):
+//!
+//! | name | kind | purpose |
+//! |---|---|---|
+//! | `P.events` | topic exchange | canonical events, routing key = event type |
+//! | `P.route` | quorum queue ← `P.events` `#` | the router's input |
+//! | `P.deliveries` | direct exchange | delivery jobs (body = delivery id) |
+//! | `P.deliver` | quorum queue ← `P.deliveries` `deliver` | the delivery workers' input |
+//! | `P.retry.<ms>ms` | quorum queue, message TTL, dead-letters to `P.deliveries` | one per retry delay |
+//! | `P.dlx` / `P.dead` | topic exchange / quorum queue | poison messages, kept for inspection |
+
+pub mod amqp;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// A bus failure; every one means "not done, try again later".
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// No connection to the broker.
+    #[error("broker unreachable: {0}")]
+    Unreachable(String),
+    /// The broker refused or did not confirm the publish.
+    #[error("publish not confirmed: {0}")]
+    NotConfirmed(String),
+    /// Declaring the topology failed (e.g. an existing queue with other arguments).
+    #[error("cannot declare the broker topology: {0}")]
+    Topology(String),
+}
+
+/// The queues the hub consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueRole {
+    /// Canonical events, for the router.
+    Route,
+    /// Delivery jobs, for the delivery workers.
+    Deliver,
+}
+
+/// What to do with a consumed message once handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandleOutcome {
+    /// Done (its effects are committed): remove it.
+    Ack,
+    /// Could not be handled now (database down…): put it back for another try.
+    Requeue,
+    /// Can never be handled (not a message we understand): dead-letter it.
+    DeadLetter,
+}
+
+/// Handles one consumed message.
+#[async_trait]
+pub trait MessageHandler: Send + Sync + 'static {
+    /// Handles `body`; `redelivered` when the broker delivered it before.
+    async fn handle(&self, body: &[u8], redelivered: bool) -> HandleOutcome;
+}
+
+/// The bus.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes a canonical event (persistent), returning once the broker confirmed it.
+    async fn publish_event(
+        &self,
+        event_type: &str,
+        event_id: Uuid,
+        body: &[u8],
+    ) -> Result<(), BusError>;
+    /// Hands a delivery to the delivery workers, confirmed.
+    async fn publish_delivery(&self, delivery_id: Uuid) -> Result<(), BusError>;
+    /// Schedules a delivery's next attempt after `delay`, confirmed. The wait is the
+    /// shortest retry queue not shorter than `delay` (capped at the longest).
+    async fn schedule_retry(&self, delivery_id: Uuid, delay: Duration) -> Result<(), BusError>;
+    /// Consumes `queue` until `shutdown`, reconnecting after broker failures, with at
+    /// most `concurrency` messages in the handler at once.
+    async fn consume(
+        &self,
+        queue: QueueRole,
+        concurrency: usize,
+        handler: Arc<dyn MessageHandler>,
+        shutdown: CancellationToken,
+    );
+}
+
+/// Picks the retry queue delay for a wanted delay: the shortest queue delay that is at
+/// least `wanted`, or the longest there is.
+pub fn retry_bucket(schedule: &[Duration], wanted: Duration) -> Option<Duration> {
+    let mut sorted: Vec<Duration> = schedule.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    sorted
+        .iter()
+        .copied()
+        .find(|d| *d >= wanted)
+        .or_else(|| sorted.last().copied())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_bucket_never_undercuts_the_wanted_delay_unless_capped() {
+        let s = [
+            Duration::from_secs(30),
+            Duration::from_secs(5),
+            Duration::from_secs(120),
+        ];
+        assert_eq!(
+            retry_bucket(&s, Duration::from_secs(4)),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            retry_bucket(&s, Duration::from_secs(5)),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            retry_bucket(&s, Duration::from_secs(31)),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            retry_bucket(&s, Duration::from_secs(999)),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(retry_bucket(&[], Duration::from_secs(1)), None);
+    }
+}

@@ -1,0 +1,250 @@
+//! Hub configuration: plain data, layered with the `config` crate — compiled-in
+//! defaults (`config/default.toml`), then an optional file, then `RENKEI__SECTION__KEY`
+//! environment variables — and validated once at start-up.
+//!
+//! This module knows nothing of the modules that read it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The defaults shipped in the binary.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// PostgreSQL.
+    pub database: DatabaseSettings,
+    /// RabbitMQ.
+    pub bus: BusSettings,
+    /// HL7 v2 MLLP listener.
+    pub mllp: MllpSettings,
+    /// Router.
+    pub router: RouterSettings,
+    /// Webhook delivery.
+    pub delivery: DeliverySettings,
+    /// Admin HTTP API.
+    pub api: ApiSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// PostgreSQL settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Connection URL.
+    pub url: String,
+    /// Pool size per process.
+    pub max_connections: u32,
+    /// Wait for a pooled connection at most this long.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+/// RabbitMQ settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusSettings {
+    /// AMQP URL.
+    pub url: String,
+    /// Prefix of every exchange and queue name.
+    pub prefix: String,
+    /// Consumer prefetch.
+    pub prefetch: u16,
+    /// Quorum queue initial group size.
+    pub quorum_initial_group_size: u16,
+}
+
+/// MLLP listener settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MllpSettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Largest accepted message in bytes.
+    pub max_message_bytes: usize,
+    /// Close idle connections after this long.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// MSH-3 of our ACKs.
+    pub receiving_application: String,
+    /// MSH-4 of our ACKs.
+    pub receiving_facility: String,
+}
+
+/// Router settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSettings {
+    /// Events routed concurrently.
+    pub concurrency: usize,
+}
+
+/// Delivery settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// Per-request timeout.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Wait before each retry.
+    #[serde(deserialize_with = "durations")]
+    pub retry_schedule: Vec<Duration>,
+    /// Random shortening of each wait, as a fraction.
+    pub jitter: f64,
+    /// User-Agent of webhook requests.
+    pub user_agent: String,
+}
+
+fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let texts = Vec::<String>::deserialize(d)?;
+    texts
+        .iter()
+        .map(|t| {
+            humantime_serde::re::humantime::parse_duration(t.trim())
+                .map_err(|e| serde::de::Error::custom(format!("`{t}` is not a duration: {e}")))
+        })
+        .collect()
+}
+
+/// Admin API settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// Default filter directive.
+    pub level: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A configuration that could not be loaded or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Reading or parsing a layer failed.
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is out of range.
+    #[error("invalid configuration: `{key}` {problem}")]
+    Invalid {
+        /// The dotted key, e.g. `delivery.jitter`.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (if given), then `RENKEI__…` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        let settings: Settings = builder
+            .add_source(
+                config::Environment::with_prefix("RENKEI")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("delivery.retry_schedule")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| ConfigError::Invalid {
+            key,
+            problem: problem.to_owned(),
+        };
+        if !(0.0..=0.5).contains(&self.delivery.jitter) {
+            return Err(invalid("delivery.jitter", "must be between 0.0 and 0.5"));
+        }
+        if self.delivery.retry_schedule.iter().any(Duration::is_zero) {
+            return Err(invalid("delivery.retry_schedule", "must not contain 0s"));
+        }
+        if self.delivery.concurrency == 0 {
+            return Err(invalid("delivery.concurrency", "must be at least 1"));
+        }
+        if self.router.concurrency == 0 {
+            return Err(invalid("router.concurrency", "must be at least 1"));
+        }
+        if self.bus.prefetch == 0 {
+            return Err(invalid("bus.prefetch", "must be at least 1"));
+        }
+        if self.mllp.max_message_bytes < 1024 {
+            return Err(invalid("mllp.max_message_bytes", "must be at least 1024"));
+        }
+        if self.bus.prefix.is_empty()
+            || !self
+                .bus
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(
+                "bus.prefix",
+                "must be non-empty ASCII letters, digits, '-', '_' or '.'",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_defaults_load_and_validate() -> Result<(), ConfigError> {
+        let settings = Settings::load(None)?;
+        assert_eq!(settings.bus.prefix, "renkei");
+        assert_eq!(settings.delivery.retry_schedule[0], Duration::from_secs(5));
+        assert_eq!(settings.log.format, LogFormat::Text);
+        Ok(())
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let dir = std::env::temp_dir().join(format!("renkei-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "[delivery]\njitter = 0.9\n").ok();
+        let err = Settings::load(Some(&path)).err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("invalid configuration: `delivery.jitter` must be between 0.0 and 0.5")
+        );
+    }
+}

@@ -1,0 +1,441 @@
+//! Delivery workers: push each delivery to the recipient's webhook (Standard Webhooks),
+//! re-checking consent at every attempt; retry on a schedule through the broker's TTL
+//! queues (so waiting retries survive a hub restart); dead-letter what will never
+//! succeed or has run out of retries, with the reason.
+
+pub mod signing;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use rand::Rng;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use uuid::Uuid;
+
+use crate::audit::AuditEntry;
+use crate::bus::{Bus, HandleOutcome, MessageHandler};
+use crate::config::DeliverySettings;
+use crate::registry::{ConsentDecision, consent_decision};
+use crate::store::{AttemptRecord, DeliveryJob, DeliveryStore, NextState};
+use signing::{WebhookSecret, signature_header};
+
+const ACTOR: &str = "delivery";
+
+/// How one HTTP attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptResult {
+    /// 2xx.
+    Delivered {
+        /// Status code.
+        status: u16,
+    },
+    /// Worth trying again (timeouts, connection errors, 408, 425, 429, 5xx).
+    Retryable {
+        /// Status code, if a response came.
+        status: Option<u16>,
+        /// What happened.
+        error: String,
+        /// The receiver's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// Will never succeed as sent (other 4xx, redirects, a bad endpoint).
+    Permanent {
+        /// Status code, if a response came.
+        status: Option<u16>,
+        /// What happened.
+        error: String,
+    },
+}
+
+/// Classifies a response status.
+pub fn classify(status: StatusCode, headers: &HeaderMap) -> AttemptResult {
+    let code = status.as_u16();
+    if status.is_success() {
+        return AttemptResult::Delivered { status: code };
+    }
+    let retryable = matches!(code, 408 | 425 | 429) || status.is_server_error();
+    if retryable {
+        AttemptResult::Retryable {
+            status: Some(code),
+            error: format!("receiver answered {status}"),
+            retry_after: headers
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after),
+        }
+    } else {
+        AttemptResult::Permanent {
+            status: Some(code),
+            error: if status.is_redirection() {
+                format!(
+                    "receiver answered {status}; redirects are not followed, fix the endpoint URL"
+                )
+            } else {
+                format!("receiver refused the request with {status}")
+            },
+        }
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    (at.with_timezone(&Utc) - Utc::now()).to_std().ok()
+}
+
+/// The wait before retry number `retry` (1-based), shortened by up to `jitter`, never
+/// shorter than the receiver's `Retry-After`; `None` when the schedule is exhausted.
+pub fn next_delay(
+    schedule: &[Duration],
+    retry: usize,
+    jitter: f64,
+    retry_after: Option<Duration>,
+    random_unit: f64,
+) -> Option<Duration> {
+    let base = *schedule.get(retry.checked_sub(1)?)?;
+    let jittered = base.mul_f64(1.0 - jitter * random_unit.clamp(0.0, 1.0));
+    Some(retry_after.map_or(jittered, |ra| ra.max(jittered)))
+}
+
+/// Sends webhooks for deliveries taken from the bus.
+pub struct DeliveryWorker {
+    store: Arc<dyn DeliveryStore>,
+    bus: Arc<dyn Bus>,
+    client: reqwest::Client,
+    settings: DeliverySettings,
+}
+
+impl DeliveryWorker {
+    /// A worker; builds its HTTP client (rustls with ring, no redirects).
+    pub fn new(
+        store: Arc<dyn DeliveryStore>,
+        bus: Arc<dyn Bus>,
+        settings: DeliverySettings,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(settings.user_agent.clone())
+            .pool_max_idle_per_host(settings.concurrency)
+            .build()?;
+        Ok(Self {
+            store,
+            bus,
+            client,
+            settings,
+        })
+    }
+
+    async fn send(&self, job: &DeliveryJob) -> AttemptResult {
+        let secrets: Result<Vec<WebhookSecret>, _> = job
+            .secrets
+            .iter()
+            .map(|s| WebhookSecret::parse(s))
+            .collect();
+        let secrets = match secrets {
+            Ok(s) => s,
+            Err(e) => {
+                return AttemptResult::Permanent {
+                    status: None,
+                    error: format!("the endpoint's signing secret is unusable: {e}"),
+                };
+            }
+        };
+        let msg_id = job.event_id.to_string();
+        let timestamp = Utc::now().timestamp();
+        let signature = signature_header(&secrets, &msg_id, timestamp, &job.body);
+        let response = self
+            .client
+            .post(&job.url)
+            .header(CONTENT_TYPE, "application/json")
+            .header("webhook-id", &msg_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .header("renkei-sequence", job.sequence.to_string())
+            .header("renkei-delivery-id", job.id.to_string())
+            .body(job.body.clone())
+            .send()
+            .await;
+        match response {
+            Ok(response) => classify(response.status(), response.headers()),
+            Err(e) => AttemptResult::Retryable {
+                status: None,
+                error: if e.is_timeout() {
+                    format!("no answer within {:?}", self.settings.timeout)
+                } else if e.is_connect() {
+                    "cannot connect to the endpoint".to_owned()
+                } else {
+                    format!("request failed: {e}")
+                },
+                retry_after: None,
+            },
+        }
+    }
+
+    /// Runs one delivery; returns what to do with its bus message.
+    pub async fn deliver(&self, id: Uuid) -> HandleOutcome {
+        let job = match self.store.load_delivery(id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => {
+                tracing::warn!(delivery = %id, "no such delivery; message dropped");
+                return HandleOutcome::Ack;
+            }
+            Err(e) => {
+                tracing::warn!(delivery = %id, error = %e, "cannot load delivery; requeued");
+                return HandleOutcome::Requeue;
+            }
+        };
+        if !matches!(job.status.as_str(), "pending" | "retrying") {
+            return HandleOutcome::Ack;
+        }
+        let audit = |outcome: &str, detail: serde_json::Value| {
+            AuditEntry::new(ACTOR, "deliver", outcome)
+                .event(job.event_id)
+                .participant(&job.participant_id)
+                .patient(job.patient_id.as_deref())
+                .detail(detail)
+        };
+        // Consent may have been withdrawn while the delivery waited.
+        if job.patient_id.is_some() {
+            let decision = consent_decision(&job.consents, &job.facility, Utc::now());
+            if decision != ConsentDecision::Covered {
+                let reason = "consent no longer covers this recipient";
+                let entry = audit(
+                    "cancelled_by_consent",
+                    serde_json::json!({ "delivery": id, "reason": reason, "decision": decision }),
+                );
+                return self
+                    .finish(
+                        id,
+                        None,
+                        NextState::Cancelled {
+                            reason: reason.into(),
+                        },
+                        entry,
+                        None,
+                    )
+                    .await;
+            }
+        }
+        if !job.endpoint_enabled {
+            let reason = "the endpoint is disabled; replay after enabling it";
+            let entry = audit(
+                "dead",
+                serde_json::json!({ "delivery": id, "reason": reason }),
+            );
+            return self
+                .finish(
+                    id,
+                    None,
+                    NextState::Dead {
+                        reason: reason.into(),
+                    },
+                    entry,
+                    None,
+                )
+                .await;
+        }
+        let attempt = job.attempts + 1;
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let result = self.send(&job).await;
+        let duration_ms = i32::try_from(clock.elapsed().as_millis()).unwrap_or(i32::MAX);
+        let mut record = AttemptRecord {
+            attempt,
+            started_at,
+            duration_ms,
+            status_code: None,
+            error: None,
+            outcome: String::new(),
+        };
+        let (next, retry_in) = match result {
+            AttemptResult::Delivered { status } => {
+                record.status_code = Some(i32::from(status));
+                (NextState::Delivered, None)
+            }
+            AttemptResult::Permanent { status, error } => {
+                record.status_code = status.map(i32::from);
+                record.error = Some(error.clone());
+                (NextState::Dead { reason: error }, None)
+            }
+            AttemptResult::Retryable {
+                status,
+                error,
+                retry_after,
+            } => {
+                record.status_code = status.map(i32::from);
+                record.error = Some(error.clone());
+                let retry = usize::try_from(attempt).unwrap_or(usize::MAX);
+                let unit: f64 = rand::rng().random();
+                match next_delay(
+                    &self.settings.retry_schedule,
+                    retry,
+                    self.settings.jitter,
+                    retry_after,
+                    unit,
+                ) {
+                    Some(delay) => (
+                        NextState::Retry {
+                            at: started_at + delay,
+                            error,
+                        },
+                        Some(delay),
+                    ),
+                    None => (
+                        NextState::Dead {
+                            reason: format!(
+                                "retries exhausted after {attempt} attempts; last: {error}"
+                            ),
+                        },
+                        None,
+                    ),
+                }
+            }
+        };
+        let outcome = match &next {
+            NextState::Delivered => "delivered",
+            NextState::Retry { .. } => "retry",
+            _ => "dead",
+        };
+        record.outcome = outcome.to_owned();
+        let entry = audit(
+            outcome,
+            serde_json::json!({
+                "delivery": id,
+                "attempt": attempt,
+                "status": record.status_code,
+                "error": record.error,
+                "duration_ms": duration_ms,
+            }),
+        );
+        tracing::info!(delivery = %id, event_id = %job.event_id, participant = %job.participant_id, attempt, status = ?record.status_code, outcome, "delivery attempt");
+        self.finish(id, Some(record), next, entry, retry_in).await
+    }
+
+    async fn finish(
+        &self,
+        id: Uuid,
+        attempt: Option<AttemptRecord>,
+        next: NextState,
+        entry: AuditEntry,
+        retry_in: Option<Duration>,
+    ) -> HandleOutcome {
+        if let Err(e) = self.store.finish_delivery(id, attempt, next, entry).await {
+            tracing::warn!(delivery = %id, error = %e, "cannot record the attempt; requeued");
+            return HandleOutcome::Requeue;
+        }
+        if let Some(delay) = retry_in
+            && let Err(e) = self.bus.schedule_retry(id, delay).await
+        {
+            // Requeueing makes the next attempt come early rather than never.
+            tracing::warn!(delivery = %id, error = %e, "cannot schedule the retry; requeued");
+            return HandleOutcome::Requeue;
+        }
+        HandleOutcome::Ack
+    }
+}
+
+#[async_trait]
+impl MessageHandler for DeliveryWorker {
+    async fn handle(&self, body: &[u8], _redelivered: bool) -> HandleOutcome {
+        match std::str::from_utf8(body)
+            .ok()
+            .and_then(|s| Uuid::parse_str(s).ok())
+        {
+            Some(id) => self.deliver(id).await,
+            None => {
+                tracing::error!(
+                    "a message on the delivery queue is not a delivery id; dead-lettered"
+                );
+                HandleOutcome::DeadLetter
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn statuses_are_classified_like_receivers_expect() {
+        let none = HeaderMap::new();
+        assert_eq!(
+            classify(StatusCode::NO_CONTENT, &none),
+            AttemptResult::Delivered { status: 204 }
+        );
+        assert!(matches!(
+            classify(StatusCode::BAD_REQUEST, &none),
+            AttemptResult::Permanent {
+                status: Some(400),
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(StatusCode::GONE, &none),
+            AttemptResult::Permanent { .. }
+        ));
+        assert!(matches!(
+            classify(StatusCode::FOUND, &none),
+            AttemptResult::Permanent { .. }
+        ));
+        assert!(matches!(
+            classify(StatusCode::BAD_GATEWAY, &none),
+            AttemptResult::Retryable { .. }
+        ));
+        assert!(matches!(
+            classify(StatusCode::REQUEST_TIMEOUT, &none),
+            AttemptResult::Retryable { .. }
+        ));
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("120"));
+        assert_eq!(
+            classify(StatusCode::TOO_MANY_REQUESTS, &headers),
+            AttemptResult::Retryable {
+                status: Some(429),
+                error: "receiver answered 429 Too Many Requests".into(),
+                retry_after: Some(Duration::from_secs(120)),
+            }
+        );
+    }
+
+    #[test]
+    fn schedule_jitter_and_retry_after() {
+        let s = [Duration::from_secs(10), Duration::from_secs(60)];
+        assert_eq!(
+            next_delay(&s, 1, 0.2, None, 0.0),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            next_delay(&s, 1, 0.2, None, 1.0),
+            Some(Duration::from_secs(8))
+        );
+        assert_eq!(
+            next_delay(&s, 2, 0.0, None, 0.5),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(next_delay(&s, 3, 0.0, None, 0.5), None);
+        assert_eq!(
+            next_delay(&s, 1, 0.2, Some(Duration::from_secs(30)), 0.5),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(next_delay(&s, 0, 0.2, None, 0.5), None);
+    }
+
+    #[test]
+    fn retry_after_accepts_seconds_and_dates() {
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("soon"), None);
+        let later = (Utc::now() + chrono::Duration::seconds(90)).to_rfc2822();
+        assert!(parse_retry_after(&later).is_some_and(|d| d > Duration::from_secs(80)));
+    }
+}

@@ -1,0 +1,334 @@
+//! Persistence behind small traits, one per stage of the flow, so the router, delivery
+//! and API depend on what they need and a second backend (the embedded SQLite default)
+//! can implement the same traits. [`pg::PgStore`] is the PostgreSQL implementation.
+
+pub mod pg;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use renkei_sdk::{CanonicalEvent, Identifier};
+use uuid::Uuid;
+
+use crate::audit::{AuditEntry, AuditRow};
+use crate::registry::document::{Change, RegistryDocument};
+use crate::registry::{CareRelationship, Consent, ConsentDecision};
+
+/// A storage failure. `Unavailable` means "try again later" (the MLLP sender gets `AR`,
+/// a consumer's message goes back to the queue); `Conflict` means the request itself
+/// is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or failed transiently.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The request contradicts what is stored (e.g. a reference to a missing resource).
+    #[error("{0}")]
+    Conflict(String),
+    /// Stored data could not be read back (a bug or manual tampering).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// An accepted input, about to be published.
+#[derive(Debug)]
+pub struct IngestRecord<'a> {
+    /// Dedupe namespace: the sender (e.g. `hl7v2:<MSH-3>|<MSH-4>`).
+    pub source_key: &'a str,
+    /// The sender's message id (MSH-10…).
+    pub message_id: &'a str,
+    /// The normalised event.
+    pub event: &'a CanonicalEvent,
+    /// The event serialised as it will be published.
+    pub event_json: &'a [u8],
+    /// The raw input.
+    pub raw: &'a [u8],
+    /// Audit entry for the acceptance.
+    pub audit: AuditEntry,
+}
+
+/// Whether an input was seen before.
+#[derive(Debug, PartialEq, Eq)]
+pub enum IngestClaim {
+    /// First time: publish it.
+    New,
+    /// Seen and published before: acknowledge, do not publish.
+    AlreadyPublished {
+        /// The first event's id.
+        event_id: Uuid,
+    },
+    /// Seen, but the publish was never confirmed: publish the stored event again.
+    NotYetPublished {
+        /// The first event's id.
+        event_id: Uuid,
+        /// The stored event JSON (same id as the first time).
+        event_json: Vec<u8>,
+        /// Its type, the routing key.
+        event_type: String,
+    },
+}
+
+/// An input the hub will never accept.
+#[derive(Debug)]
+pub struct Rejection<'a> {
+    /// Adapter name.
+    pub adapter: &'a str,
+    /// Peer description.
+    pub peer: &'a str,
+    /// Where in the input.
+    pub location: Option<&'a str>,
+    /// Why.
+    pub reason: &'a str,
+    /// The bytes as received.
+    pub raw: &'a [u8],
+}
+
+/// Ingest-side persistence.
+#[async_trait]
+pub trait IngestStore: Send + Sync {
+    /// Records an accepted input unless the same (source, message id) was seen.
+    async fn claim_ingest(&self, record: IngestRecord<'_>) -> Result<IngestClaim, StoreError>;
+    /// Marks an ingest as confirmed by the broker.
+    async fn mark_published(&self, event_id: Uuid) -> Result<(), StoreError>;
+    /// Keeps a refused input (raw bytes and reason) and audits it; returns its id.
+    async fn record_rejection(&self, rejection: Rejection<'_>) -> Result<Uuid, StoreError>;
+}
+
+/// A subscriber who might receive an event.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Participant.
+    pub participant_id: String,
+    /// Participant's facility.
+    pub facility: String,
+    /// Endpoint to deliver to.
+    pub endpoint_name: String,
+    /// Care relationship with the patient, if any.
+    pub care_relationship: Option<CareRelationship>,
+}
+
+/// The router's verdict for one candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteOutcome {
+    /// Deliver.
+    Deliver,
+    /// The participant does not look after this patient.
+    NoCareRelationship,
+    /// The patient's consent does not cover the participant.
+    DeniedByConsent(ConsentDecision),
+}
+
+/// One routing decision.
+#[derive(Debug, Clone)]
+pub struct RouteDecision {
+    /// Candidate.
+    pub participant_id: String,
+    /// Endpoint.
+    pub endpoint_name: String,
+    /// Verdict.
+    pub outcome: RouteOutcome,
+}
+
+/// What committing a route produced.
+#[derive(Debug, Default)]
+pub struct RouteCommit {
+    /// Deliveries still to be handed to the delivery workers (new ones, or, when the
+    /// event was routed before a crash, those not yet finished).
+    pub pending_deliveries: Vec<Uuid>,
+    /// The event had already been routed (a redelivered message).
+    pub already_routed: bool,
+}
+
+/// Router-side persistence.
+#[async_trait]
+pub trait RouteStore: Send + Sync {
+    /// The hub patient id for any of these identifiers.
+    async fn resolve_patient(
+        &self,
+        identifiers: &[Identifier],
+    ) -> Result<Option<String>, StoreError>;
+    /// Subscribers to `event_type` (from `source_facility`), with their care
+    /// relationship to `patient_id`; and the patient's consents.
+    async fn routing_facts(
+        &self,
+        event_type: &str,
+        source_facility: Option<&str>,
+        patient_id: &str,
+    ) -> Result<(Vec<Candidate>, Vec<Consent>), StoreError>;
+    /// Stores the event, its deliveries and one audit row per decision, atomically.
+    /// Idempotent: a second call for the same event id changes nothing and returns the
+    /// unfinished deliveries.
+    async fn commit_route(
+        &self,
+        event: &CanonicalEvent,
+        decisions: &[RouteDecision],
+        audit: Vec<AuditEntry>,
+    ) -> Result<RouteCommit, StoreError>;
+}
+
+/// Everything a delivery worker needs for one attempt.
+#[derive(Debug, Clone)]
+pub struct DeliveryJob {
+    /// Delivery id.
+    pub id: Uuid,
+    /// Event id (the `webhook-id`).
+    pub event_id: Uuid,
+    /// Event JSON body as routed.
+    pub body: Vec<u8>,
+    /// Per-participant sequence number.
+    pub sequence: i64,
+    /// `pending`, `retrying`, `delivered`, `dead`, `cancelled`.
+    pub status: String,
+    /// Attempts made so far.
+    pub attempts: i32,
+    /// Recipient.
+    pub participant_id: String,
+    /// Recipient's facility.
+    pub facility: String,
+    /// Patient (for the consent re-check and the audit row).
+    pub patient_id: Option<String>,
+    /// Patient's consents as of now.
+    pub consents: Vec<Consent>,
+    /// Endpoint URL.
+    pub url: String,
+    /// Endpoint secrets (`whsec_…`).
+    pub secrets: Vec<String>,
+    /// Endpoint enabled.
+    pub endpoint_enabled: bool,
+}
+
+/// One attempt's record.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    /// 1-based attempt number.
+    pub attempt: i32,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// How long it took.
+    pub duration_ms: i32,
+    /// HTTP status, if a response came.
+    pub status_code: Option<i32>,
+    /// Transport error or response summary.
+    pub error: Option<String>,
+    /// `delivered`, `retry`, `dead`.
+    pub outcome: String,
+}
+
+/// Where a delivery goes next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextState {
+    /// Done.
+    Delivered,
+    /// Try again at this time.
+    Retry {
+        /// When.
+        at: DateTime<Utc>,
+        /// Why.
+        error: String,
+    },
+    /// Given up (non-retryable, or retries exhausted).
+    Dead {
+        /// Why.
+        reason: String,
+    },
+    /// Stopped without an attempt (consent withdrawn, endpoint disabled).
+    Cancelled {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Delivery-side persistence.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    /// Loads a delivery with its event, endpoint and the patient's current consents.
+    async fn load_delivery(&self, id: Uuid) -> Result<Option<DeliveryJob>, StoreError>;
+    /// Records the attempt (if any), the new state and the audit row, atomically.
+    async fn finish_delivery(
+        &self,
+        id: Uuid,
+        attempt: Option<AttemptRecord>,
+        next: NextState,
+        audit: AuditEntry,
+    ) -> Result<(), StoreError>;
+    /// Moves dead deliveries back to pending for a replay; returns their ids.
+    async fn replay_dead(&self, ids: &[Uuid], actor: &str) -> Result<Vec<Uuid>, StoreError>;
+}
+
+/// A row of the delivery log.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeliverySummary {
+    /// Delivery id.
+    pub id: Uuid,
+    /// Event id.
+    pub event_id: Uuid,
+    /// Event type.
+    pub event_type: String,
+    /// Recipient.
+    pub participant_id: String,
+    /// Endpoint.
+    pub endpoint_name: String,
+    /// Per-participant sequence.
+    pub sequence: i64,
+    /// State.
+    pub status: String,
+    /// Attempts so far.
+    pub attempts: i32,
+    /// Next attempt, when retrying.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Filter for the delivery log.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct DeliveryFilter {
+    /// Only this event.
+    pub event_id: Option<Uuid>,
+    /// Only this participant.
+    pub participant_id: Option<String>,
+    /// Only this status.
+    pub status: Option<String>,
+    /// At most this many (default 100, max 1000).
+    pub limit: Option<i64>,
+}
+
+/// Registry, API-key and read-side persistence for operators.
+#[async_trait]
+pub trait AdminStore: Send + Sync {
+    /// Applies a validated document in one transaction and audits it.
+    async fn apply_registry(
+        &self,
+        doc: &RegistryDocument,
+        actor: &str,
+    ) -> Result<Vec<Change>, StoreError>;
+    /// The registry as a document (secrets masked).
+    async fn export_registry(&self) -> Result<RegistryDocument, StoreError>;
+    /// The delivery log.
+    async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<DeliverySummary>, StoreError>;
+    /// Stores a new API key's hash; returns its id.
+    async fn create_api_key(&self, name: &str, key_sha256: &[u8]) -> Result<String, StoreError>;
+    /// The key id for a key hash, if the key exists and is not revoked.
+    async fn find_api_key(&self, key_sha256: &[u8]) -> Result<Option<String>, StoreError>;
+    /// Appends audit entries (admin actions, reads of patient data).
+    async fn audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError>;
+    /// Reads audit rows with `seq` greater than `after`, in order, at most `limit`.
+    async fn audit_rows(&self, after: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError>;
+    /// The chain head (last seq and hash).
+    async fn audit_head(&self) -> Result<(i64, Vec<u8>), StoreError>;
+    /// An event by id.
+    async fn event(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(Option<String>, serde_json::Value)>, StoreError>;
+}
+
+/// Every store trait; what `renkei up` wires together.
+pub trait Store: IngestStore + RouteStore + DeliveryStore + AdminStore {}
+impl<T: IngestStore + RouteStore + DeliveryStore + AdminStore> Store for T {}

@@ -1,0 +1,1013 @@
+//! PostgreSQL implementation of the store traits (sqlx, migrations embedded).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
+use renkei_sdk::{CanonicalEvent, Identifier};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use super::*;
+use crate::audit::{AuditEntry, AuditRow, chain_hash};
+use crate::registry::document::{Change, ChangeAction, RegistryDocument};
+use crate::registry::{
+    CareRelationship, Consent, ConsentBasis, ConsentScope, Endpoint, Facility, Participant,
+    PatientIdentifier, PatientRecord, Subscription,
+};
+
+/// The migrations compiled into the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The PostgreSQL store. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) => match db.code().as_deref() {
+                // foreign_key_violation, unique_violation, check_violation
+                Some("23503") | Some("23505") | Some("23514") => StoreError::Conflict(format!(
+                    "{} ({})",
+                    db.message(),
+                    db.constraint().unwrap_or("constraint")
+                )),
+                _ => StoreError::Unavailable(e.to_string()),
+            },
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
+            _ => StoreError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+impl PgStore {
+    /// Connects (lazily retrying inside the pool) and applies pending migrations.
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e| StoreError::Unavailable(format!("bad database URL: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Applies the embedded migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))
+    }
+
+    /// The pool (for health checks).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// Appends entries to the hash chain inside the caller's transaction. Takes the chain
+/// head's row lock, so call it last in a transaction to keep the lock short.
+async fn append_audit(conn: &mut PgConnection, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let head = sqlx::query("SELECT seq, hash FROM audit_head FOR UPDATE")
+        .fetch_one(&mut *conn)
+        .await?;
+    let mut seq: i64 = head.try_get("seq")?;
+    let mut prev: Vec<u8> = head.try_get("hash")?;
+    // PostgreSQL keeps microseconds: hash exactly what will be read back.
+    let at = Utc::now().trunc_subsecs(6);
+    let n = entries.len();
+    let (mut seqs, mut prevs, mut hashes) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut actors, mut actions, mut outcomes) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut patients, mut events, mut participants, mut details) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for entry in entries {
+        seq += 1;
+        let hash = chain_hash(&prev, seq, at, &entry);
+        seqs.push(seq);
+        prevs.push(std::mem::replace(&mut prev, hash.clone()));
+        hashes.push(hash);
+        actors.push(entry.actor);
+        actions.push(entry.action);
+        outcomes.push(entry.outcome);
+        patients.push(entry.patient_id);
+        events.push(entry.event_id);
+        participants.push(entry.participant_id);
+        details.push(entry.detail.to_string());
+    }
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, actor, action, outcome, patient_id, event_id, participant_id, detail, prev_hash, hash)
+         SELECT s, $2, a, ac, o, p, e, pa, d::jsonb, ph, h
+         FROM UNNEST($1::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[], $8::text[], $9::text[], $10::bytea[], $11::bytea[])
+              AS t(s, a, ac, o, p, e, pa, d, ph, h)",
+    )
+    .bind(&seqs)
+    .bind(at)
+    .bind(&actors)
+    .bind(&actions)
+    .bind(&outcomes)
+    .bind(&patients)
+    .bind(&events)
+    .bind(&participants)
+    .bind(&details)
+    .bind(&prevs)
+    .bind(&hashes)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2")
+        .bind(seq)
+        .bind(&prev)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl IngestStore for PgStore {
+    async fn claim_ingest(&self, record: IngestRecord<'_>) -> Result<IngestClaim, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO ingests (source_key, message_id, event_id, event_type, raw_sha256, raw, event)
+             VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb)
+             ON CONFLICT (source_key, message_id) DO NOTHING
+             RETURNING event_id",
+        )
+        .bind(record.source_key)
+        .bind(record.message_id)
+        .bind(record.event.id)
+        .bind(record.event.event_type.as_str())
+        .bind(&record.event.data.origin.raw_sha256)
+        .bind(record.raw)
+        .bind(std::str::from_utf8(record.event_json).map_err(|e| corrupt("event JSON", e))?)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if inserted.is_some() {
+            append_audit(&mut tx, vec![record.audit]).await?;
+            tx.commit().await?;
+            return Ok(IngestClaim::New);
+        }
+        let row = sqlx::query(
+            "SELECT event_id, event_type, published_at IS NOT NULL AS published, event::text AS event
+             FROM ingests WHERE source_key = $1 AND message_id = $2",
+        )
+        .bind(record.source_key)
+        .bind(record.message_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let event_id: Uuid = row.try_get("event_id")?;
+        if row.try_get::<bool, _>("published")? {
+            Ok(IngestClaim::AlreadyPublished { event_id })
+        } else {
+            Ok(IngestClaim::NotYetPublished {
+                event_id,
+                event_json: row.try_get::<String, _>("event")?.into_bytes(),
+                event_type: row.try_get("event_type")?,
+            })
+        }
+    }
+
+    async fn mark_published(&self, event_id: Uuid) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE ingests SET published_at = now() WHERE event_id = $1 AND published_at IS NULL",
+        )
+        .bind(event_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_rejection(&self, rejection: Rejection<'_>) -> Result<Uuid, StoreError> {
+        let id = Uuid::now_v7();
+        let sha = renkei_sdk::Origin::sha256_hex(rejection.raw);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO rejected_inputs (id, adapter, peer, location, reason, raw_sha256, raw)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id)
+        .bind(rejection.adapter)
+        .bind(rejection.peer)
+        .bind(rejection.location)
+        .bind(rejection.reason)
+        .bind(&sha)
+        .bind(rejection.raw)
+        .execute(&mut *tx)
+        .await?;
+        let audit = AuditEntry::new(
+            &format!("adapter:{}", rejection.adapter),
+            "ingest",
+            "rejected",
+        )
+        .detail(serde_json::json!({
+            "rejected_input": id,
+            "peer": rejection.peer,
+            "location": rejection.location,
+            "reason": rejection.reason,
+            "raw_sha256": sha,
+        }));
+        append_audit(&mut tx, vec![audit]).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+}
+
+fn consent_from_row(row: &sqlx::postgres::PgRow) -> Result<Consent, StoreError> {
+    let scope = match row.try_get::<&str, _>("scope")? {
+        "blanket" => ConsentScope::Blanket,
+        "facilities" => ConsentScope::Facilities,
+        other => return Err(corrupt("consents.scope", other)),
+    };
+    let basis = match row.try_get::<&str, _>("basis")? {
+        "written" => ConsentBasis::Written,
+        "oral_recorded" => ConsentBasis::OralRecorded,
+        other => return Err(corrupt("consents.basis", other)),
+    };
+    Ok(Consent {
+        id: row.try_get("id")?,
+        patient: row.try_get("patient_id")?,
+        scope,
+        facilities: row.try_get("facilities")?,
+        basis,
+        valid_from: row.try_get("valid_from")?,
+        valid_until: row.try_get("valid_until")?,
+        withdrawn_at: row.try_get("withdrawn_at")?,
+    })
+}
+
+async fn consents_of(
+    conn: &mut PgConnection,
+    patient_id: &str,
+) -> Result<Vec<Consent>, StoreError> {
+    sqlx::query(
+        "SELECT id, patient_id, scope, facilities, basis, valid_from, valid_until, withdrawn_at
+         FROM consents WHERE patient_id = $1 ORDER BY id",
+    )
+    .bind(patient_id)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(consent_from_row)
+    .collect()
+}
+
+#[async_trait]
+impl RouteStore for PgStore {
+    async fn resolve_patient(
+        &self,
+        identifiers: &[Identifier],
+    ) -> Result<Option<String>, StoreError> {
+        let systems: Vec<&str> = identifiers.iter().map(|i| i.system.as_str()).collect();
+        let values: Vec<&str> = identifiers.iter().map(|i| i.value.as_str()).collect();
+        Ok(sqlx::query_scalar(
+            "SELECT pi.patient_id FROM patient_identifiers pi
+             JOIN UNNEST($1::text[], $2::text[]) AS wanted(system, value)
+               ON pi.system = wanted.system AND pi.value = wanted.value
+             ORDER BY pi.patient_id LIMIT 1",
+        )
+        .bind(&systems)
+        .bind(&values)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn routing_facts(
+        &self,
+        event_type: &str,
+        source_facility: Option<&str>,
+        patient_id: &str,
+    ) -> Result<(Vec<Candidate>, Vec<Consent>), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        // One candidate per participant: the first matching subscription by name.
+        let rows = sqlx::query(
+            "SELECT DISTINCT ON (s.participant_id)
+                    s.participant_id, p.facility_code, s.endpoint_name,
+                    cr.role, cr.valid_from, cr.valid_until
+             FROM subscriptions s
+             JOIN participants p ON p.id = s.participant_id
+             JOIN endpoints e ON e.participant_id = s.participant_id AND e.name = s.endpoint_name AND e.enabled
+             LEFT JOIN care_relationships cr ON cr.participant_id = s.participant_id AND cr.patient_id = $3
+             WHERE $1 = ANY (s.event_types)
+               AND (cardinality(s.source_facilities) = 0 OR $2 = ANY (s.source_facilities))
+             ORDER BY s.participant_id, s.name",
+        )
+        .bind(event_type)
+        .bind(source_facility)
+        .bind(patient_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut candidates = Vec::with_capacity(rows.len());
+        for row in rows {
+            let participant_id: String = row.try_get("participant_id")?;
+            let role: Option<String> = row.try_get("role")?;
+            let care_relationship = match role {
+                Some(role) => Some(CareRelationship {
+                    patient: patient_id.to_owned(),
+                    participant: participant_id.clone(),
+                    role,
+                    valid_from: row.try_get::<NaiveDate, _>("valid_from")?,
+                    valid_until: row.try_get("valid_until")?,
+                }),
+                None => None,
+            };
+            candidates.push(Candidate {
+                participant_id,
+                facility: row.try_get("facility_code")?,
+                endpoint_name: row.try_get("endpoint_name")?,
+                care_relationship,
+            });
+        }
+        let consents = consents_of(&mut conn, patient_id).await?;
+        Ok((candidates, consents))
+    }
+
+    async fn commit_route(
+        &self,
+        event: &CanonicalEvent,
+        decisions: &[RouteDecision],
+        audit: Vec<AuditEntry>,
+    ) -> Result<RouteCommit, StoreError> {
+        let body = serde_json::to_string(event).map_err(|e| corrupt("event", e))?;
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO events (id, event_type, source, time, patient_id, body)
+             VALUES ($1, $2, $3, $4, $5, $6::text::jsonb)
+             ON CONFLICT (id) DO NOTHING RETURNING id",
+        )
+        .bind(event.id)
+        .bind(event.event_type.as_str())
+        .bind(&event.source)
+        .bind(event.time)
+        .bind(event.subject.as_deref())
+        .bind(&body)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if inserted.is_none() {
+            let pending = sqlx::query_scalar(
+                "SELECT id FROM deliveries WHERE event_id = $1 AND status = 'pending'",
+            )
+            .bind(event.id)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(RouteCommit {
+                pending_deliveries: pending,
+                already_routed: true,
+            });
+        }
+        let mut pending = Vec::new();
+        for decision in decisions
+            .iter()
+            .filter(|d| d.outcome == RouteOutcome::Deliver)
+        {
+            let sequence: i64 = sqlx::query_scalar(
+                "UPDATE participants SET last_sequence = last_sequence + 1 WHERE id = $1 RETURNING last_sequence",
+            )
+            .bind(&decision.participant_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO deliveries (id, event_id, participant_id, endpoint_name, sequence, status)
+                 VALUES ($1, $2, $3, $4, $5, 'pending')",
+            )
+            .bind(id)
+            .bind(event.id)
+            .bind(&decision.participant_id)
+            .bind(&decision.endpoint_name)
+            .bind(sequence)
+            .execute(&mut *tx)
+            .await?;
+            pending.push(id);
+        }
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(RouteCommit {
+            pending_deliveries: pending,
+            already_routed: false,
+        })
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for PgStore {
+    async fn load_delivery(&self, id: Uuid) -> Result<Option<DeliveryJob>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let Some(row) = sqlx::query(
+            "SELECT d.id, d.event_id, e.body::text AS body, d.sequence, d.status, d.attempts,
+                    d.participant_id, p.facility_code, e.patient_id, en.url, en.secrets, en.enabled
+             FROM deliveries d
+             JOIN events e ON e.id = d.event_id
+             JOIN participants p ON p.id = d.participant_id
+             JOIN endpoints en ON en.participant_id = d.participant_id AND en.name = d.endpoint_name
+             WHERE d.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let patient_id: Option<String> = row.try_get("patient_id")?;
+        let consents = match &patient_id {
+            Some(p) => consents_of(&mut conn, p).await?,
+            None => Vec::new(),
+        };
+        Ok(Some(DeliveryJob {
+            id: row.try_get("id")?,
+            event_id: row.try_get("event_id")?,
+            body: row.try_get::<String, _>("body")?.into_bytes(),
+            sequence: row.try_get("sequence")?,
+            status: row.try_get("status")?,
+            attempts: row.try_get("attempts")?,
+            participant_id: row.try_get("participant_id")?,
+            facility: row.try_get("facility_code")?,
+            patient_id,
+            consents,
+            url: row.try_get("url")?,
+            secrets: row.try_get("secrets")?,
+            endpoint_enabled: row.try_get("enabled")?,
+        }))
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: Uuid,
+        attempt: Option<AttemptRecord>,
+        next: NextState,
+        audit: AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let (status, next_at, error): (&str, Option<DateTime<Utc>>, Option<&str>) = match &next {
+            NextState::Delivered => ("delivered", None, None),
+            NextState::Retry { at, error } => ("retrying", Some(*at), Some(error)),
+            NextState::Dead { reason } => ("dead", None, Some(reason)),
+            NextState::Cancelled { reason } => ("cancelled", None, Some(reason)),
+        };
+        let attempts = attempt.as_ref().map(|a| a.attempt);
+        // Only a delivery still in flight moves; a duplicate message for a finished
+        // delivery changes nothing.
+        let updated = sqlx::query(
+            "UPDATE deliveries SET status = $2, attempts = COALESCE($3, attempts), next_attempt_at = $4,
+                    last_error = COALESCE($5, last_error), updated_at = now()
+             WHERE id = $1 AND status IN ('pending', 'retrying')",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(attempts)
+        .bind(next_at)
+        .bind(error)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(());
+        }
+        if let Some(a) = attempt {
+            sqlx::query(
+                "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, outcome)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(id)
+            .bind(a.attempt)
+            .bind(a.started_at)
+            .bind(a.duration_ms)
+            .bind(a.status_code)
+            .bind(a.error)
+            .bind(a.outcome)
+            .execute(&mut *tx)
+            .await?;
+        }
+        append_audit(&mut tx, vec![audit]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn replay_dead(&self, ids: &[Uuid], actor: &str) -> Result<Vec<Uuid>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE deliveries d SET status = 'pending', attempts = 0, next_attempt_at = NULL, updated_at = now()
+             FROM events e
+             WHERE d.id = ANY ($1) AND d.status = 'dead' AND e.id = d.event_id
+             RETURNING d.id, d.event_id, d.participant_id, e.patient_id",
+        )
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut replayed = Vec::with_capacity(rows.len());
+        let mut audit = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: Uuid = row.try_get("id")?;
+            let participant: String = row.try_get("participant_id")?;
+            let patient: Option<String> = row.try_get("patient_id")?;
+            audit.push(
+                AuditEntry::new(actor, "delivery.replay", "requeued")
+                    .event(row.try_get("event_id")?)
+                    .participant(&participant)
+                    .patient(patient.as_deref())
+                    .detail(serde_json::json!({ "delivery": id })),
+            );
+            replayed.push(id);
+        }
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(replayed)
+    }
+}
+
+/// Maps an upsert's `RETURNING (xmax = 0)` to a change.
+fn change(kind: &'static str, key: String, inserted: Option<bool>) -> Change {
+    let action = match inserted {
+        Some(true) => ChangeAction::Created,
+        Some(false) => ChangeAction::Updated,
+        None => ChangeAction::Unchanged,
+    };
+    Change { kind, key, action }
+}
+
+fn located(kind: &str, key: &str, e: sqlx::Error) -> StoreError {
+    match StoreError::from(e) {
+        StoreError::Conflict(msg) => StoreError::Conflict(format!(
+            "{kind} {key}: {msg}: declare what it refers to first (in this document or an earlier one)"
+        )),
+        other => other,
+    }
+}
+
+#[async_trait]
+impl AdminStore for PgStore {
+    async fn apply_registry(
+        &self,
+        doc: &RegistryDocument,
+        actor: &str,
+    ) -> Result<Vec<Change>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut changes = Vec::new();
+        for f in &doc.facilities {
+            let inserted: Option<bool> = sqlx::query_scalar(
+                "INSERT INTO facilities (code, name, kind) VALUES ($1, $2, $3)
+                 ON CONFLICT (code) DO UPDATE SET name = excluded.name, kind = excluded.kind, updated_at = now()
+                 WHERE (facilities.name, facilities.kind) IS DISTINCT FROM (excluded.name, excluded.kind)
+                 RETURNING (xmax = 0)",
+            )
+            .bind(&f.code)
+            .bind(&f.name)
+            .bind(&f.kind)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| located("facility", &f.code, e))?;
+            changes.push(change("facility", f.code.clone(), inserted));
+        }
+        for p in &doc.participants {
+            let inserted: Option<bool> = sqlx::query_scalar(
+                "INSERT INTO participants (id, facility_code, name) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET facility_code = excluded.facility_code, name = excluded.name, updated_at = now()
+                 WHERE (participants.facility_code, participants.name) IS DISTINCT FROM (excluded.facility_code, excluded.name)
+                 RETURNING (xmax = 0)",
+            )
+            .bind(&p.id)
+            .bind(&p.facility)
+            .bind(&p.name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| located("participant", &p.id, e))?;
+            changes.push(change("participant", p.id.clone(), inserted));
+        }
+        for e in &doc.endpoints {
+            let key = format!("{}/{}", e.participant, e.name);
+            let inserted: Option<bool> = sqlx::query_scalar(
+                "INSERT INTO endpoints (participant_id, name, url, secrets, enabled) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (participant_id, name) DO UPDATE
+                   SET url = excluded.url, secrets = excluded.secrets, enabled = excluded.enabled, updated_at = now()
+                 WHERE (endpoints.url, endpoints.secrets, endpoints.enabled)
+                       IS DISTINCT FROM (excluded.url, excluded.secrets, excluded.enabled)
+                 RETURNING (xmax = 0)",
+            )
+            .bind(&e.participant)
+            .bind(&e.name)
+            .bind(&e.url)
+            .bind(&e.secrets)
+            .bind(e.enabled)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|err| located("endpoint", &key, err))?;
+            changes.push(change("endpoint", key, inserted));
+        }
+        for s in &doc.subscriptions {
+            let key = format!("{}/{}", s.participant, s.name);
+            let inserted: Option<bool> = sqlx::query_scalar(
+                "INSERT INTO subscriptions (participant_id, name, endpoint_name, event_types, source_facilities)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (participant_id, name) DO UPDATE
+                   SET endpoint_name = excluded.endpoint_name, event_types = excluded.event_types,
+                       source_facilities = excluded.source_facilities, updated_at = now()
+                 WHERE (subscriptions.endpoint_name, subscriptions.event_types, subscriptions.source_facilities)
+                       IS DISTINCT FROM (excluded.endpoint_name, excluded.event_types, excluded.source_facilities)
+                 RETURNING (xmax = 0)",
+            )
+            .bind(&s.participant)
+            .bind(&s.name)
+            .bind(&s.endpoint)
+            .bind(&s.event_types)
+            .bind(&s.source_facilities)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| located("subscription", &key, e))?;
+            changes.push(change("subscription", key, inserted));
+        }
+        for p in &doc.patients {
+            let created: Option<bool> = sqlx::query_scalar(
+                "INSERT INTO patients (id) VALUES ($1) ON CONFLICT (id) DO NOTHING RETURNING true",
+            )
+            .bind(&p.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let mut systems = Vec::with_capacity(p.identifiers.len());
+            let mut values = Vec::with_capacity(p.identifiers.len());
+            for id in &p.identifiers {
+                let system = id.resolved_system().ok_or_else(|| {
+                    StoreError::Conflict(format!("patient {}: an identifier has no system", p.id))
+                })?;
+                systems.push(system);
+                values.push(id.value.clone());
+            }
+            let removed = sqlx::query(
+                "DELETE FROM patient_identifiers pi WHERE pi.patient_id = $1
+                 AND (pi.system, pi.value) NOT IN (SELECT * FROM UNNEST($2::text[], $3::text[]))",
+            )
+            .bind(&p.id)
+            .bind(&systems)
+            .bind(&values)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            // An identifier that already belongs to another patient is a conflict the
+            // region must resolve, never a silent re-assignment.
+            let added = sqlx::query(
+                "INSERT INTO patient_identifiers (system, value, patient_id)
+                 SELECT s, v, $1 FROM UNNEST($2::text[], $3::text[]) AS t(s, v)
+                 ON CONFLICT (system, value) DO NOTHING
+                 RETURNING patient_id",
+            )
+            .bind(&p.id)
+            .bind(&systems)
+            .bind(&values)
+            .fetch_all(&mut *tx)
+            .await?
+            .len();
+            let owned: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM patient_identifiers pi
+                 JOIN UNNEST($2::text[], $3::text[]) AS t(s, v) ON pi.system = t.s AND pi.value = t.v
+                 WHERE pi.patient_id = $1",
+            )
+            .bind(&p.id)
+            .bind(&systems)
+            .bind(&values)
+            .fetch_one(&mut *tx)
+            .await?;
+            if owned != p.identifiers.len() as i64 {
+                return Err(StoreError::Conflict(format!(
+                    "patient {}: one of its identifiers already belongs to another patient; nothing was applied",
+                    p.id
+                )));
+            }
+            let inserted = match (created, removed + added as u64) {
+                (Some(_), _) => Some(true),
+                (None, 0) => None,
+                (None, _) => Some(false),
+            };
+            changes.push(change("patient", p.id.clone(), inserted));
+        }
+        for r in &doc.care_relationships {
+            let key = format!("{}/{}", r.patient, r.participant);
+            let inserted: Option<bool> = sqlx::query_scalar(
+                "INSERT INTO care_relationships (patient_id, participant_id, role, valid_from, valid_until)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (patient_id, participant_id) DO UPDATE
+                   SET role = excluded.role, valid_from = excluded.valid_from, valid_until = excluded.valid_until, updated_at = now()
+                 WHERE (care_relationships.role, care_relationships.valid_from, care_relationships.valid_until)
+                       IS DISTINCT FROM (excluded.role, excluded.valid_from, excluded.valid_until)
+                 RETURNING (xmax = 0)",
+            )
+            .bind(&r.patient)
+            .bind(&r.participant)
+            .bind(&r.role)
+            .bind(r.valid_from)
+            .bind(r.valid_until)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| located("care_relationship", &key, e))?;
+            changes.push(change("care_relationship", key, inserted));
+        }
+        for c in &doc.consents {
+            let inserted: Option<bool> = sqlx::query_scalar(
+                "INSERT INTO consents (id, patient_id, scope, facilities, basis, valid_from, valid_until, withdrawn_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (id) DO UPDATE
+                   SET patient_id = excluded.patient_id, scope = excluded.scope, facilities = excluded.facilities,
+                       basis = excluded.basis, valid_from = excluded.valid_from, valid_until = excluded.valid_until,
+                       withdrawn_at = excluded.withdrawn_at, updated_at = now()
+                 WHERE (consents.patient_id, consents.scope, consents.facilities, consents.basis,
+                        consents.valid_from, consents.valid_until, consents.withdrawn_at)
+                       IS DISTINCT FROM (excluded.patient_id, excluded.scope, excluded.facilities, excluded.basis,
+                        excluded.valid_from, excluded.valid_until, excluded.withdrawn_at)
+                 RETURNING (xmax = 0)",
+            )
+            .bind(&c.id)
+            .bind(&c.patient)
+            .bind(c.scope.as_str())
+            .bind(&c.facilities)
+            .bind(c.basis.as_str())
+            .bind(c.valid_from)
+            .bind(c.valid_until)
+            .bind(c.withdrawn_at)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| located("consent", &c.id, e))?;
+            changes.push(change("consent", c.id.clone(), inserted));
+        }
+        let changed: Vec<&Change> = changes
+            .iter()
+            .filter(|c| c.action != ChangeAction::Unchanged)
+            .collect();
+        if !changed.is_empty() {
+            let audit =
+                AuditEntry::new(actor, "registry.apply", "applied").detail(serde_json::json!({
+                    "changes": changed.iter().map(|c| format!("{c}")).collect::<Vec<_>>(),
+                }));
+            append_audit(&mut tx, vec![audit]).await?;
+        }
+        tx.commit().await?;
+        Ok(changes)
+    }
+
+    async fn export_registry(&self) -> Result<RegistryDocument, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut doc = RegistryDocument::default();
+        for row in sqlx::query("SELECT code, name, kind FROM facilities ORDER BY code")
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            doc.facilities.push(Facility {
+                code: row.try_get("code")?,
+                name: row.try_get("name")?,
+                kind: row.try_get("kind")?,
+            });
+        }
+        for row in sqlx::query("SELECT id, facility_code, name FROM participants ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            doc.participants.push(Participant {
+                id: row.try_get("id")?,
+                facility: row.try_get("facility_code")?,
+                name: row.try_get("name")?,
+            });
+        }
+        for row in sqlx::query(
+            "SELECT participant_id, name, url, cardinality(secrets) AS n, enabled FROM endpoints ORDER BY 1, 2",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            let n: i32 = row.try_get("n")?;
+            doc.endpoints.push(Endpoint {
+                participant: row.try_get("participant_id")?,
+                name: row.try_get("name")?,
+                url: row.try_get("url")?,
+                secrets: vec!["whsec_********".to_owned(); usize::try_from(n).unwrap_or(0)],
+                enabled: row.try_get("enabled")?,
+            });
+        }
+        for row in sqlx::query(
+            "SELECT participant_id, name, endpoint_name, event_types, source_facilities FROM subscriptions ORDER BY 1, 2",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            doc.subscriptions.push(Subscription {
+                participant: row.try_get("participant_id")?,
+                name: row.try_get("name")?,
+                endpoint: row.try_get("endpoint_name")?,
+                event_types: row.try_get("event_types")?,
+                source_facilities: row.try_get("source_facilities")?,
+            });
+        }
+        for row in sqlx::query(
+            "SELECT p.id, array_remove(array_agg(pi.system ORDER BY pi.system, pi.value), NULL) AS systems,
+                    array_remove(array_agg(pi.value ORDER BY pi.system, pi.value), NULL) AS ids
+             FROM patients p LEFT JOIN patient_identifiers pi ON pi.patient_id = p.id
+             GROUP BY p.id ORDER BY p.id",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            let systems: Vec<String> = row.try_get("systems")?;
+            let ids: Vec<String> = row.try_get("ids")?;
+            doc.patients.push(PatientRecord {
+                id: row.try_get("id")?,
+                identifiers: systems
+                    .into_iter()
+                    .zip(ids)
+                    .map(|(system, value)| PatientIdentifier {
+                        system: Some(system),
+                        facility: None,
+                        value,
+                    })
+                    .collect(),
+            });
+        }
+        for row in sqlx::query(
+            "SELECT patient_id, participant_id, role, valid_from, valid_until FROM care_relationships ORDER BY 1, 2",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            doc.care_relationships.push(CareRelationship {
+                patient: row.try_get("patient_id")?,
+                participant: row.try_get("participant_id")?,
+                role: row.try_get("role")?,
+                valid_from: row.try_get("valid_from")?,
+                valid_until: row.try_get("valid_until")?,
+            });
+        }
+        for row in sqlx::query(
+            "SELECT id, patient_id, scope, facilities, basis, valid_from, valid_until, withdrawn_at FROM consents ORDER BY id",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            doc.consents.push(consent_from_row(&row)?);
+        }
+        Ok(doc)
+    }
+
+    async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<DeliverySummary>, StoreError> {
+        let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
+        let rows = sqlx::query(
+            "SELECT d.id, d.event_id, e.event_type, d.participant_id, d.endpoint_name, d.sequence, d.status,
+                    d.attempts, d.next_attempt_at, d.last_error, d.created_at, d.updated_at
+             FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE ($1::uuid IS NULL OR d.event_id = $1)
+               AND ($2::text IS NULL OR d.participant_id = $2)
+               AND ($3::text IS NULL OR d.status = $3)
+             ORDER BY d.created_at DESC, d.id DESC
+             LIMIT $4",
+        )
+        .bind(filter.event_id)
+        .bind(filter.participant_id.as_deref())
+        .bind(filter.status.as_deref())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeliverySummary {
+                    id: row.try_get("id")?,
+                    event_id: row.try_get("event_id")?,
+                    event_type: row.try_get("event_type")?,
+                    participant_id: row.try_get("participant_id")?,
+                    endpoint_name: row.try_get("endpoint_name")?,
+                    sequence: row.try_get("sequence")?,
+                    status: row.try_get("status")?,
+                    attempts: row.try_get("attempts")?,
+                    next_attempt_at: row.try_get("next_attempt_at")?,
+                    last_error: row.try_get("last_error")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_api_key(&self, name: &str, key_sha256: &[u8]) -> Result<String, StoreError> {
+        let id = format!("key_{}", Uuid::now_v7().simple());
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO api_keys (id, name, key_sha256) VALUES ($1, $2, $3)")
+            .bind(&id)
+            .bind(name)
+            .bind(key_sha256)
+            .execute(&mut *tx)
+            .await?;
+        append_audit(
+            &mut tx,
+            vec![
+                AuditEntry::new("cli", "api_key.create", "created")
+                    .detail(serde_json::json!({"key": id, "name": name})),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn find_api_key(&self, key_sha256: &[u8]) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM api_keys WHERE key_sha256 = $1 AND revoked_at IS NULL",
+        )
+        .bind(key_sha256)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        append_audit(&mut tx, entries).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_rows(&self, after: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, outcome, patient_id, event_id, participant_id, detail::text AS detail,
+                    prev_hash, hash
+             FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let detail: String = row.try_get("detail")?;
+                Ok(AuditRow {
+                    seq: row.try_get("seq")?,
+                    at: row.try_get("at")?,
+                    entry: AuditEntry {
+                        actor: row.try_get("actor")?,
+                        action: row.try_get("action")?,
+                        outcome: row.try_get("outcome")?,
+                        patient_id: row.try_get("patient_id")?,
+                        event_id: row.try_get("event_id")?,
+                        participant_id: row.try_get("participant_id")?,
+                        detail: serde_json::from_str(&detail)
+                            .map_err(|e| corrupt("audit_log.detail", e))?,
+                    },
+                    prev_hash: row.try_get("prev_hash")?,
+                    hash: row.try_get("hash")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn audit_head(&self) -> Result<(i64, Vec<u8>), StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_head")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("seq")?, row.try_get("hash")?))
+    }
+
+    async fn event(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(Option<String>, serde_json::Value)>, StoreError> {
+        let row = sqlx::query("SELECT patient_id, body::text AS body FROM events WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let body: String = row.try_get("body")?;
+                Ok(Some((
+                    row.try_get("patient_id")?,
+                    serde_json::from_str(&body).map_err(|e| corrupt("events.body", e))?,
+                )))
+            }
+        }
+    }
+}
