@@ -179,7 +179,9 @@ impl std::str::FromStr for EventType {
 
 /// A string that names no event type of canonical event v1.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a canonical event type (expected one of inpatient.admitted, inpatient.transferred, inpatient.discharged, inpatient.cancelled, patient.updated, outpatient.registered, document.*, care.*)")]
+#[error(
+    "`{0}` is not a canonical event type (expected one of inpatient.admitted, inpatient.transferred, inpatient.discharged, inpatient.cancelled, patient.updated, outpatient.registered, document.*, care.*)"
+)]
 pub struct UnknownEventType(pub String);
 
 /// The `data` member of a canonical event.
