@@ -251,7 +251,11 @@ impl AmqpBus {
     }
 
     async fn open(&self) -> Result<Link, BusError> {
-        let connection = Connection::connect(&self.url, ConnectionProperties::default())
+        // Named so an operator (or a test) can find this process's connections in
+        // `rabbitmqctl list_connections name`.
+        let name = format!("renkei {} pid {}", self.topology.prefix, std::process::id());
+        let properties = ConnectionProperties::default().with_connection_name(name.as_str().into());
+        let connection = Connection::connect(&self.url, properties)
             .await
             .map_err(|e| BusError::Unreachable(e.to_string()))?;
         let publisher = connection

@@ -1,0 +1,241 @@
+//! The PostgreSQL store: registry apply, routing commit, audit chain.
+
+use renkei_hub::api::verify_chain;
+use renkei_hub::audit::{AuditEntry, ChainBreak};
+use renkei_hub::registry::document::{ChangeAction, RegistryDocument};
+use renkei_hub::store::{AdminStore, RouteStore};
+use sqlx::Executor;
+
+use crate::harness::TestDb;
+
+const REGISTRY: &str = r#"
+[[facilities]]
+code = "1319999999"
+name = "Example Hospital"
+kind = "hospital"
+
+[[facilities]]
+code = "1379999999"
+name = "Sakura care office"
+kind = "care_management"
+
+[[participants]]
+id = "sakura"
+facility = "1379999999"
+name = "Sakura care office"
+
+[[endpoints]]
+participant = "sakura"
+name = "main"
+url = "http://127.0.0.1:9/hook"
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+
+[[subscriptions]]
+participant = "sakura"
+name = "adt"
+endpoint = "main"
+event_types = ["inpatient.admitted", "inpatient.discharged"]
+
+[[patients]]
+id = "P-1"
+identifiers = [{ facility = "1319999999", value = "0000482915" }]
+
+[[patients]]
+id = "P-2"
+identifiers = [{ facility = "1319999999", value = "0000000002" }]
+
+[[care_relationships]]
+patient = "P-1"
+participant = "sakura"
+role = "care_manager"
+valid_from = "2025-01-01"
+
+[[consents]]
+id = "c-1"
+patient = "P-1"
+scope = "blanket"
+basis = "written"
+valid_from = "2025-01-01T00:00:00Z"
+"#;
+
+fn registry() -> anyhow::Result<RegistryDocument> {
+    let doc = RegistryDocument::from_toml(REGISTRY)?;
+    doc.validate()?;
+    Ok(doc)
+}
+
+#[tokio::test]
+async fn registry_apply_is_idempotent_and_reports_changes() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let doc = registry()?;
+    let first = db.store.apply_registry(&doc, "test").await?;
+    assert!(
+        first.iter().all(|c| c.action == ChangeAction::Created),
+        "{first:?}"
+    );
+    assert_eq!(first.len(), 9);
+    let again = db.store.apply_registry(&doc, "test").await?;
+    assert!(
+        again.iter().all(|c| c.action == ChangeAction::Unchanged),
+        "{again:?}"
+    );
+
+    let mut changed = doc.clone();
+    changed.consents[0].withdrawn_at =
+        Some(chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6));
+    let third = db.store.apply_registry(&changed, "test").await?;
+    let updated: Vec<_> = third
+        .iter()
+        .filter(|c| c.action != ChangeAction::Unchanged)
+        .map(|c| (c.kind, c.key.as_str(), c.action))
+        .collect();
+    assert_eq!(updated, vec![("consent", "c-1", ChangeAction::Updated)]);
+
+    let exported = db.store.export_registry().await?;
+    assert_eq!(exported.consents, changed.consents);
+    assert_eq!(
+        exported.endpoints[0].secrets,
+        vec!["whsec_********".to_string()],
+        "secrets are never exported"
+    );
+    db.drop_db().await
+}
+
+#[tokio::test]
+async fn identifier_owned_by_another_patient_is_refused_and_nothing_is_applied()
+-> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    db.store.apply_registry(&registry()?, "test").await?;
+    let mut doc = RegistryDocument::from_toml(
+        r#"
+[[facilities]]
+code = "1310000001"
+name = "Another hospital"
+kind = "hospital"
+
+[[patients]]
+id = "P-3"
+identifiers = [{ facility = "1319999999", value = "0000482915" }]
+"#,
+    )?;
+    doc.validate()?;
+    let err = db
+        .store
+        .apply_registry(&doc, "test")
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        err.as_deref(),
+        Some(
+            "patient P-3: one of its identifiers already belongs to another patient; nothing was applied"
+        )
+    );
+    let exported = db.store.export_registry().await?;
+    assert!(
+        exported.facilities.iter().all(|f| f.code != "1310000001"),
+        "the whole document is rolled back"
+    );
+    doc.patients.clear();
+    db.drop_db().await
+}
+
+#[tokio::test]
+async fn reference_to_an_undeclared_facility_names_the_resource() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let doc = RegistryDocument::from_toml(
+        r#"
+[[participants]]
+id = "orphan"
+facility = "1370000000"
+name = "No such facility"
+"#,
+    )?;
+    let err = db
+        .store
+        .apply_registry(&doc, "test")
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.starts_with("participant orphan: "), "{err}");
+    assert!(err.contains("declare what it refers to first"), "{err}");
+    db.drop_db().await
+}
+
+#[tokio::test]
+async fn patient_is_resolved_by_any_facility_local_identifier() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    db.store.apply_registry(&registry()?, "test").await?;
+    let known = renkei_sdk::Identifier {
+        system: renkei_sdk::local_patient_id_system("1319999999"),
+        value: "0000482915".into(),
+    };
+    let same_value_elsewhere = renkei_sdk::Identifier {
+        system: renkei_sdk::local_patient_id_system("1310000009"),
+        value: "0000482915".into(),
+    };
+    assert_eq!(
+        db.store.resolve_patient(&[known]).await?.as_deref(),
+        Some("P-1")
+    );
+    assert_eq!(
+        db.store.resolve_patient(&[same_value_elsewhere]).await?,
+        None,
+        "a local id is only unique within its facility"
+    );
+    let (candidates, consents) = db
+        .store
+        .routing_facts("inpatient.admitted", Some("1319999999"), "P-1")
+        .await?;
+    assert_eq!(candidates.len(), 1);
+    assert!(candidates[0].care_relationship.is_some());
+    assert_eq!(consents.len(), 1);
+    let (none, _) = db
+        .store
+        .routing_facts("inpatient.transferred", Some("1319999999"), "P-1")
+        .await?;
+    assert!(none.is_empty(), "not subscribed to transfers");
+    db.drop_db().await
+}
+
+#[tokio::test]
+async fn audit_chain_verifies_and_finds_altered_and_removed_rows() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    for n in 0..5 {
+        db.store
+            .audit(vec![
+                AuditEntry::new("test", "probe", "ok")
+                    .detail(serde_json::json!({ "n": n, "日本語": "可" })),
+            ])
+            .await?;
+    }
+    let (rows, breaks) = verify_chain(&db.store).await?;
+    assert_eq!((rows, breaks), (5, vec![]));
+
+    let mut conn = db.conn().await?;
+    let refused = conn
+        .execute("UPDATE audit_log SET outcome = 'tampered' WHERE seq = 2")
+        .await;
+    assert!(refused.is_err(), "the log refuses updates");
+    conn.execute("ALTER TABLE audit_log DISABLE TRIGGER USER")
+        .await?;
+    conn.execute("UPDATE audit_log SET outcome = 'tampered' WHERE seq = 2")
+        .await?;
+    let (_, breaks) = verify_chain(&db.store).await?;
+    assert_eq!(breaks, vec![ChainBreak::Altered { seq: 2 }]);
+
+    conn.execute("DELETE FROM audit_log WHERE seq = 4").await?;
+    let (_, breaks) = verify_chain(&db.store).await?;
+    assert_eq!(
+        breaks,
+        vec![
+            ChainBreak::Altered { seq: 2 },
+            ChainBreak::Missing {
+                seq: 5,
+                expected: 4
+            }
+        ]
+    );
+    db.drop_db().await
+}
