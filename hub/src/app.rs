@@ -84,7 +84,27 @@ pub async fn run(
             Ok(())
         });
     }
-    /*TEMP*/
+    if roles.contains(&Role::Mllp) {
+        let listener = tokio::net::TcpListener::bind(settings.mllp.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen for MLLP on {} (mllp.listen)",
+                    settings.mllp.listen
+                )
+            })?;
+        tracing::info!(addr = %settings.mllp.listen, "MLLP listener ready");
+        let ingestor = Arc::new(Ingestor::new(store.clone(), bus.clone()));
+        let options = renkei_hl7v2::listener::ListenerOptions {
+            max_message_bytes: settings.mllp.max_message_bytes,
+            idle_timeout: settings.mllp.idle_timeout,
+        };
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            renkei_hl7v2::listener::serve(listener, ingestor, options, shutdown).await;
+            Ok(())
+        });
+    }
     if roles.contains(&Role::Api) {
         let state = crate::api::ApiState {
             admin: store.clone(),

@@ -71,10 +71,6 @@ pub struct MllpSettings {
     /// Close idle connections after this long.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// MSH-3 of our ACKs.
-    pub receiving_application: String,
-    /// MSH-4 of our ACKs.
-    pub receiving_facility: String,
 }
 
 /// Router settings.

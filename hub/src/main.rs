@@ -180,7 +180,7 @@ fn normalize(file: &PathBuf) -> ExitCode {
                 .unwrap_or(m)
         })
         .unwrap_or(&raw);
-    match renkei_hl7v2::Hl7Normalizer::default().normalize(message) {
+    match renkei_hl7v2::Hl7Normalizer::new().normalize(message) {
         Ok(event) => match serde_json::to_string_pretty(&event) {
             Ok(json) => {
                 let _ = writeln!(std::io::stdout(), "{json}");

@@ -1,1 +1,2 @@
-#[test] fn placeholder_compiles() {}
+#[test]
+fn placeholder_compiles() {}

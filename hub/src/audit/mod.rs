@@ -202,14 +202,13 @@ mod tests {
                     .patient(Some("P-1"))
                     .detail(serde_json::json!({"n": seq}));
                 let hash = chain_hash(&prev, seq, at, &entry);
-                let row = AuditRow {
+                AuditRow {
                     seq,
                     at,
                     entry,
                     prev_hash: std::mem::replace(&mut prev, hash.clone()),
                     hash,
-                };
-                row
+                }
             })
             .collect()
     }
