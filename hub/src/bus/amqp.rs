@@ -27,102 +27,12 @@ use crate::config::BusSettings;
 /// How long a publish may wait for the broker's confirm before it counts as failed
 /// (the MLLP sender then gets `AR` and resends).
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
-/// Redeliveries of one message before a quorum queue dead-letters it as poison.
-const DELIVERY_LIMIT: i64 = 50;
 const PERSISTENT: u8 = 2;
 
-/// Names of everything the hub declares.
-#[derive(Debug, Clone)]
-pub struct Topology {
-    prefix: String,
-    retry_delays: Vec<Duration>,
-    group_size: u16,
-}
+pub use super::topology::Topology;
+use super::topology::{ArgValue, ExchangeType};
 
 impl Topology {
-    /// The topology for a prefix and retry schedule.
-    pub fn new(prefix: &str, retry_delays: &[Duration], group_size: u16) -> Self {
-        let mut retry_delays = retry_delays.to_vec();
-        retry_delays.sort();
-        retry_delays.dedup();
-        Self {
-            prefix: prefix.to_owned(),
-            retry_delays,
-            group_size,
-        }
-    }
-
-    fn name(&self, suffix: &str) -> String {
-        format!("{}.{suffix}", self.prefix)
-    }
-
-    /// Topic exchange of canonical events.
-    pub fn events_exchange(&self) -> String {
-        self.name("events")
-    }
-    /// Direct exchange of delivery jobs.
-    pub fn deliveries_exchange(&self) -> String {
-        self.name("deliveries")
-    }
-    /// Dead-letter exchange.
-    pub fn dead_letter_exchange(&self) -> String {
-        self.name("dlx")
-    }
-    /// A consumed queue.
-    pub fn queue(&self, role: QueueRole) -> String {
-        match role {
-            QueueRole::Route => self.name("route"),
-            QueueRole::Deliver => self.name("deliver"),
-        }
-    }
-    /// The retry queue for one delay.
-    pub fn retry_queue(&self, delay: Duration) -> String {
-        self.name(&format!("retry.{}ms", delay.as_millis()))
-    }
-    /// Poison messages.
-    pub fn dead_queue(&self) -> String {
-        self.name("dead")
-    }
-    /// Every queue name (for tests that clean up).
-    pub fn all_queues(&self) -> Vec<String> {
-        let mut names = vec![
-            self.queue(QueueRole::Route),
-            self.queue(QueueRole::Deliver),
-            self.dead_queue(),
-        ];
-        names.extend(self.retry_delays.iter().map(|d| self.retry_queue(*d)));
-        names
-    }
-    /// Every exchange name.
-    pub fn all_exchanges(&self) -> Vec<String> {
-        vec![
-            self.events_exchange(),
-            self.deliveries_exchange(),
-            self.dead_letter_exchange(),
-        ]
-    }
-
-    fn quorum_args(&self, dead_letter_exchange: &str) -> FieldTable {
-        let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), long_string("quorum"));
-        args.insert(
-            "x-quorum-initial-group-size".into(),
-            AMQPValue::LongInt(i32::from(self.group_size)),
-        );
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            long_string(dead_letter_exchange),
-        );
-        // Dead-letter without loss: the broker keeps the message until the target
-        // queue confirmed it (needs reject-publish overflow).
-        args.insert(
-            "x-dead-letter-strategy".into(),
-            long_string("at-least-once"),
-        );
-        args.insert("x-overflow".into(), long_string("reject-publish"));
-        args
-    }
-
     /// Declares everything; idempotent (same names, same arguments).
     async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
         let durable = ExchangeDeclareOptions {
@@ -133,77 +43,41 @@ impl Topology {
             durable: true,
             ..QueueDeclareOptions::default()
         };
-        for (name, kind) in [
-            (self.events_exchange(), ExchangeKind::Topic),
-            (self.deliveries_exchange(), ExchangeKind::Direct),
-            (self.dead_letter_exchange(), ExchangeKind::Topic),
-        ] {
+        for exchange in self.exchanges() {
+            let kind = match exchange.kind {
+                ExchangeType::Topic => ExchangeKind::Topic,
+                ExchangeType::Direct => ExchangeKind::Direct,
+            };
             channel
-                .exchange_declare(name.into(), kind, durable, FieldTable::default())
+                .exchange_declare(exchange.name.into(), kind, durable, FieldTable::default())
                 .await?;
         }
-        let mut dead_args = FieldTable::default();
-        dead_args.insert("x-queue-type".into(), long_string("quorum"));
-        dead_args.insert(
-            "x-quorum-initial-group-size".into(),
-            AMQPValue::LongInt(i32::from(self.group_size)),
-        );
-        channel
-            .queue_declare(self.dead_queue().into(), queue_opts, dead_args)
-            .await?;
-        self.bind(
-            channel,
-            &self.dead_queue(),
-            &self.dead_letter_exchange(),
-            "#",
-        )
-        .await?;
-
-        for (role, exchange, key) in [
-            (QueueRole::Route, self.events_exchange(), "#"),
-            (QueueRole::Deliver, self.deliveries_exchange(), "deliver"),
-        ] {
-            let mut args = self.quorum_args(&self.dead_letter_exchange());
-            args.insert(
-                "x-delivery-limit".into(),
-                AMQPValue::LongLongInt(DELIVERY_LIMIT),
-            );
+        for queue in self.queues() {
+            let mut args = FieldTable::default();
+            for (key, value) in queue.args {
+                let value = match value {
+                    ArgValue::Str(s) => long_string(&s),
+                    ArgValue::I32(n) => AMQPValue::LongInt(n),
+                    ArgValue::I64(n) => AMQPValue::LongLongInt(n),
+                };
+                args.insert(key.into(), value);
+            }
             channel
-                .queue_declare(self.queue(role).into(), queue_opts, args)
+                .queue_declare(queue.name.as_str().into(), queue_opts, args)
                 .await?;
-            self.bind(channel, &self.queue(role), &exchange, key)
-                .await?;
-        }
-        for delay in &self.retry_delays {
-            let mut args = self.quorum_args(&self.deliveries_exchange());
-            args.insert("x-dead-letter-routing-key".into(), long_string("deliver"));
-            args.insert(
-                "x-message-ttl".into(),
-                AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
-            );
-            channel
-                .queue_declare(self.retry_queue(*delay).into(), queue_opts, args)
-                .await?;
+            if let Some((exchange, key)) = queue.binding {
+                channel
+                    .queue_bind(
+                        queue.name.into(),
+                        exchange.into(),
+                        key.into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
         }
         Ok(())
-    }
-
-    async fn bind(
-        &self,
-        channel: &Channel,
-        queue: &str,
-        exchange: &str,
-        key: &str,
-    ) -> Result<(), lapin::Error> {
-        channel
-            .queue_bind(
-                queue.into(),
-                exchange.into(),
-                key.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
     }
 }
 
@@ -441,7 +315,7 @@ impl Bus for AmqpBus {
         let properties = BasicProperties::default().with_message_id(id.clone().into());
         self.publish(
             &self.topology.deliveries_exchange(),
-            "deliver",
+            super::topology::DELIVER_KEY,
             id.as_bytes(),
             properties,
         )
