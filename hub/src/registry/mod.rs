@@ -3,6 +3,7 @@
 //! consents — and the declarative document (`renkei admin apply -f FILE`) that sets it.
 
 pub mod document;
+mod when;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -117,9 +118,14 @@ pub struct CareRelationship {
     /// e.g. `care_manager`, `visiting_nurse`, `home_doctor`.
     pub role: String,
     /// First day.
+    #[serde(deserialize_with = "when::date")]
     pub valid_from: NaiveDate,
     /// Last day, if it ends.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "when::opt_date"
+    )]
     pub valid_until: Option<NaiveDate>,
 }
 
@@ -179,12 +185,21 @@ pub struct Consent {
     /// How it was obtained.
     pub basis: ConsentBasis,
     /// Start of validity.
+    #[serde(deserialize_with = "when::instant")]
     pub valid_from: DateTime<Utc>,
     /// End of validity, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "when::opt_instant"
+    )]
     pub valid_until: Option<DateTime<Utc>>,
     /// When the patient withdrew it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "when::opt_instant"
+    )]
     pub withdrawn_at: Option<DateTime<Utc>>,
 }
 

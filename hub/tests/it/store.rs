@@ -239,3 +239,26 @@ async fn audit_chain_verifies_and_finds_altered_and_removed_rows() -> anyhow::Re
     );
     db.drop_db().await
 }
+
+/// The example in `config/` is a document an administrator can apply as it is.
+#[tokio::test]
+async fn example_registry_applies() -> anyhow::Result<()> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/registry.example.toml"
+    );
+    let mut doc = RegistryDocument::from_toml(&std::fs::read_to_string(path)?)?;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    doc.resolve_secrets(|_| Some(secret.to_owned()))?;
+    doc.validate()?;
+    let db = TestDb::new().await?;
+    let changes = db.store.apply_registry(&doc, "test").await?;
+    assert!(
+        changes.iter().all(|c| c.action == ChangeAction::Created),
+        "{changes:?}"
+    );
+    let exported = db.store.export_registry().await?;
+    assert_eq!(exported.consents, doc.consents);
+    assert_eq!(exported.care_relationships.len(), 2);
+    db.drop_db().await
+}
