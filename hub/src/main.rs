@@ -49,6 +49,20 @@ enum Command {
         /// The message file (HL7 v2; MLLP framing bytes are accepted).
         file: PathBuf,
     },
+    /// Send HL7 v2 message files to an MLLP listener, one after another on one
+    /// connection, and print each acknowledgement. Exit 0 when every message got AA, 1
+    /// otherwise. Lets hospital IT try a feed against the hub.
+    Send {
+        /// Message files (MLLP framing bytes and LF/CRLF segment ends are accepted).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The listener; default: mllp.listen of the configuration.
+        #[arg(long)]
+        to: Option<std::net::SocketAddr>,
+        /// How long to wait for each acknowledgement.
+        #[arg(long, default_value = "30s", value_parser = humantime_serde::re::humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Apply the embedded database migrations and exit.
     Migrate,
     /// Registry and API-key administration.
@@ -198,6 +212,40 @@ fn normalize(file: &PathBuf) -> ExitCode {
     }
 }
 
+async fn send(
+    files: &[PathBuf],
+    to: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
+    use renkei_hl7v2::client::{MllpClient, message_from_file};
+    let mut client = MllpClient::connect(to, timeout)
+        .await
+        .with_context(|| format!("cannot connect to the MLLP listener at {to}"))?;
+    let mut all_accepted = true;
+    for file in files {
+        let raw = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let ack = client
+            .send(&message_from_file(&raw))
+            .await
+            .with_context(|| format!("{}: no acknowledgement", file.display()))?;
+        all_accepted &= ack.accepted();
+        match &ack.text {
+            Some(text) => println!(
+                "{}: {} {} — {text}",
+                file.display(),
+                ack.code,
+                ack.control_id
+            ),
+            None => println!("{}: {} {}", file.display(), ack.code, ack.control_id),
+        }
+    }
+    Ok(if all_accepted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
     match command {
         Command::Normalize { .. } => unreachable!("handled before the runtime starts"),
@@ -216,6 +264,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             )
             .await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Send { files, to, timeout } => {
+            send(&files, to.unwrap_or(settings.mllp.listen), timeout).await
         }
         Command::Migrate => {
             app::connect_store(&settings).await?;

@@ -25,6 +25,7 @@
 //! ```
 
 pub mod charset;
+pub mod client;
 mod dtm;
 pub mod header;
 pub mod listener;
