@@ -19,7 +19,8 @@ pub struct Ack {
     pub code: String,
     /// `MSA-2`: the control id of the message acknowledged.
     pub control_id: String,
-    /// The explanation: `ERR-8` when present, else `MSA-3`.
+    /// The explanation: `ERR-8` (user message) or `ERR-7` (diagnostic information)
+    /// when present, else `MSA-3`.
     pub text: Option<String>,
     /// The acknowledgement as received.
     pub raw: Vec<u8>,
@@ -43,7 +44,10 @@ impl Ack {
         let nonempty = |s: String| (!s.is_empty()).then_some(s);
         let text = message
             .segment("ERR")
-            .and_then(|err| nonempty(err.field(8).value().into_owned()))
+            .and_then(|err| {
+                nonempty(err.field(8).value().into_owned())
+                    .or_else(|| nonempty(err.field(7).value().into_owned()))
+            })
             .or_else(|| nonempty(msa.field(3).value().into_owned()));
         Ok(Self {
             code: msa.field(1).value().into_owned(),
