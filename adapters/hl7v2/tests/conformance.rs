@@ -1,0 +1,830 @@
+//! Conformance: every HL7 v2 case of the shared conformance set (the files under `hl7/`
+//! and the HL7 files under `bad/`, described in its `EXPECTED.json`) asserted fact by
+//! fact, then the same messages through corruption, MLLP framing and acknowledgement.
+//!
+//! The set lives outside the repository: `../shared/conformance` next to the checkout,
+//! or wherever `RENKEI_CONFORMANCE_DIR` points. When it cannot be read every test here
+//! fails; none is skipped.
+
+// A failed `expect` on a conformance fixture is a test failure, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use bytes::BytesMut;
+use chrono::{DateTime, FixedOffset};
+use jsonschema::Validator;
+use renkei_hl7v2::{
+    AckCode, AckError, ErrorCode, Hl7Normalizer, Message, MllpCodec, MllpError, MshHeader, Segment,
+    build_ack, decode,
+};
+use renkei_sdk::{
+    CanonicalEvent, EVENT_SCHEMA_V1, NormalizeError, Normalizer, facility_source,
+    local_patient_id_system,
+};
+use serde_json::{Map, Value};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Overrides where the conformance set is read from.
+const DIR_VARIABLE: &str = "RENKEI_CONFORMANCE_DIR";
+
+/// The conformance set, read once per test process.
+struct Conformance {
+    dir: PathBuf,
+    expected: Map<String, Value>,
+}
+
+fn conformance() -> &'static Conformance {
+    static SET: OnceLock<Conformance> = OnceLock::new();
+    SET.get_or_init(|| {
+        let dir = match std::env::var_os(DIR_VARIABLE) {
+            Some(dir) => PathBuf::from(dir),
+            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance"),
+        };
+        let path = dir.join("EXPECTED.json");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "the conformance set is missing: cannot read {} ({e}). These tests never skip: \
+                 put the set at ../shared/conformance next to the checkout or set {DIR_VARIABLE}",
+                path.display()
+            )
+        });
+        let expected = match serde_json::from_str(&text) {
+            Ok(Value::Object(map)) => map,
+            other => panic!("{} is not a JSON object: {other:?}", path.display()),
+        };
+        Conformance { dir, expected }
+    })
+}
+
+/// One HL7 v2 entry of `EXPECTED.json` with its file's bytes.
+struct Case {
+    /// The key in `EXPECTED.json`, e.g. `hl7/a01_admit_iso2022jp.hl7`.
+    name: String,
+    raw: Vec<u8>,
+    facts: Map<String, Value>,
+}
+
+/// Every `hl7v2` entry whose key starts with `folder`, in key order.
+fn cases(folder: &str) -> Vec<Case> {
+    let set = conformance();
+    let mut cases: Vec<Case> = set
+        .expected
+        .iter()
+        .filter(|(name, _)| name.starts_with(folder))
+        .filter(|(_, facts)| facts["format"] == "hl7v2")
+        .map(|(name, facts)| {
+            let path = set.dir.join(name);
+            let raw = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("EXPECTED.json lists {name}, but {e}"));
+            let facts = facts
+                .as_object()
+                .unwrap_or_else(|| panic!("the entry of {name} is not an object"))
+                .clone();
+            Case {
+                name: name.clone(),
+                raw,
+                facts,
+            }
+        })
+        .collect();
+    cases.sort_by(|a, b| a.name.cmp(&b.name));
+    assert!(!cases.is_empty(), "no hl7v2 entry under {folder}");
+    cases
+}
+
+/// Every HL7 file of the set: the valid ones, then the refused ones.
+fn all_messages() -> Vec<Case> {
+    let mut all = cases("hl7/");
+    all.extend(cases("bad/"));
+    all
+}
+
+fn normalize(raw: &[u8]) -> Result<CanonicalEvent, NormalizeError> {
+    Hl7Normalizer::new().normalize(raw)
+}
+
+fn event_of(case: &Case) -> CanonicalEvent {
+    normalize(&case.raw).unwrap_or_else(|e| panic!("{}: refused: {e}", case.name))
+}
+
+/// The schema compiled once, with `format` checked as well as the patterns.
+fn validator() -> &'static Validator {
+    static VALIDATOR: OnceLock<Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let schema: Value = serde_json::from_str(EVENT_SCHEMA_V1).expect("the schema is not JSON");
+        jsonschema::draft202012::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .expect("the schema does not compile")
+    })
+}
+
+/// Every schema violation of `event`, as `<instance path>: <message>`.
+fn schema_violations(event: &CanonicalEvent) -> Vec<String> {
+    let instance = serde_json::to_value(event).expect("serialise");
+    validator()
+        .iter_errors(&instance)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
+}
+
+/// The outcome of checking one `EXPECTED.json` fact against an event.
+enum Check {
+    Holds,
+    Fails(String),
+    /// A key this test does not know how to map onto the canonical event.
+    UnknownKey,
+}
+
+fn compare(expected: &str, actual: Option<&str>) -> Check {
+    if actual == Some(expected) {
+        Check::Holds
+    } else {
+        Check::Fails(format!("expected `{expected}`, got {actual:?}"))
+    }
+}
+
+/// Equal instants *and* equal offsets (`DateTime` equality ignores the offset).
+fn compare_time(expected: &str, actual: Option<DateTime<FixedOffset>>) -> Check {
+    let wanted = match DateTime::parse_from_rfc3339(expected) {
+        Ok(t) => t,
+        Err(e) => return Check::Fails(format!("`{expected}` in EXPECTED.json: {e}")),
+    };
+    match actual {
+        Some(t) if t == wanted && t.offset() == wanted.offset() => Check::Holds,
+        other => Check::Fails(format!(
+            "expected {expected}, got {:?}",
+            other.map(|t| t.to_rfc3339())
+        )),
+    }
+}
+
+/// Checks one fact of `EXPECTED.json` (a plain description) against the canonical event.
+fn check_fact(event: &CanonicalEvent, key: &str, expected: &str) -> Check {
+    let data = &event.data;
+    let patient = &data.patient;
+    let name = patient.name.as_ref();
+    let encounter = data.encounter.as_ref();
+    let location = encounter.and_then(|e| e.location.as_ref());
+    match key {
+        "format" => compare(expected, Some(data.origin.format.as_str())),
+        "type" => compare(expected, Some(event.event_type.as_str())),
+        "cancels" => compare(expected, data.cancels.map(|t| t.as_str())),
+        // The event comes from the facility: its source URN and its origin say so.
+        "facility" => match (
+            compare(&facility_source(expected), Some(&event.source)),
+            compare(expected, data.origin.facility.as_deref()),
+        ) {
+            (Check::Holds, Check::Holds) => Check::Holds,
+            (Check::Fails(why), _) => Check::Fails(format!("source: {why}")),
+            (_, Check::Fails(why)) => Check::Fails(format!("data.origin.facility: {why}")),
+            (Check::UnknownKey, _) | (_, Check::UnknownKey) => Check::UnknownKey,
+        },
+        // A facility-local id, in the local-id system of the facility the event is from.
+        "patient_id" => {
+            let Some(facility) = event.source_facility() else {
+                return Check::Fails(format!("source `{}` names no facility", event.source));
+            };
+            let system = local_patient_id_system(facility);
+            let found = patient
+                .identifiers
+                .iter()
+                .any(|i| i.system == system && i.value == expected);
+            if found {
+                Check::Holds
+            } else {
+                Check::Fails(format!(
+                    "no identifier {{system: {system}, value: {expected}}} in {:?}",
+                    patient.identifiers
+                ))
+            }
+        }
+        "name_kanji" => compare(expected, name.and_then(|n| n.kanji.as_deref())),
+        "name_kana" => compare(expected, name.and_then(|n| n.kana.as_deref())),
+        "birth_date" => compare(
+            expected,
+            patient
+                .birth_date
+                .map(|d| d.format("%Y-%m-%d").to_string())
+                .as_deref(),
+        ),
+        "sex" => compare(
+            expected,
+            patient
+                .sex
+                .map(|s| serde_json::to_value(s).expect("serialise sex"))
+                .as_ref()
+                .and_then(Value::as_str),
+        ),
+        "time" => compare_time(expected, Some(event.time)),
+        "admitted_at" => compare_time(expected, encounter.and_then(|e| e.admitted_at)),
+        "discharged_at" => compare_time(expected, encounter.and_then(|e| e.discharged_at)),
+        "ward" => compare(expected, location.and_then(|l| l.ward.as_deref())),
+        "room" => compare(expected, location.and_then(|l| l.room.as_deref())),
+        "bed" => compare(expected, location.and_then(|l| l.bed.as_deref())),
+        "message_id" => compare(expected, Some(&data.origin.message_id)),
+        _ => Check::UnknownKey,
+    }
+}
+
+/// Keys that describe the entry rather than the event.
+const NOT_FACTS: [&str; 1] = ["note"];
+
+#[test]
+fn every_hl7_file_has_an_expected_entry_and_every_entry_a_file() {
+    let set = conformance();
+    let mut problems = Vec::new();
+    for (folder, only_hl7) in [("hl7", false), ("bad", true)] {
+        let entries = std::fs::read_dir(set.dir.join(folder))
+            .unwrap_or_else(|e| panic!("cannot list {folder}/ of the conformance set: {e}"));
+        let mut seen = 0;
+        for entry in entries {
+            let file_name = entry.expect("directory entry").file_name();
+            let file_name = file_name.to_string_lossy();
+            if only_hl7 && !file_name.to_ascii_lowercase().ends_with(".hl7") {
+                continue;
+            }
+            seen += 1;
+            let key = format!("{folder}/{file_name}");
+            match set.expected.get(&key) {
+                None => problems.push(format!("{key} has no entry in EXPECTED.json")),
+                Some(facts) if facts["format"] != "hl7v2" => problems.push(format!(
+                    "{key} is not declared `\"format\": \"hl7v2\"` in EXPECTED.json"
+                )),
+                Some(_) => {}
+            }
+        }
+        assert!(
+            seen > 0,
+            "{folder}/ of the conformance set holds no HL7 file"
+        );
+    }
+    for (key, facts) in &set.expected {
+        if facts["format"] == "hl7v2" && !set.dir.join(key).is_file() {
+            problems.push(format!("EXPECTED.json lists {key}, which is not a file"));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn hl7_messages_carry_every_expected_fact() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for case in cases("hl7/") {
+        if case.facts.contains_key("error") {
+            failures.push(format!(
+                "{}: an entry under hl7/ expects an error",
+                case.name
+            ));
+        }
+        let event = match normalize(&case.raw) {
+            Ok(event) => event,
+            Err(e) => {
+                failures.push(format!("{}: refused: {e}", case.name));
+                continue;
+            }
+        };
+        for (key, value) in &case.facts {
+            if NOT_FACTS.contains(&key.as_str()) {
+                continue;
+            }
+            let Some(expected) = value.as_str() else {
+                failures.push(format!("{}: `{key}` is not a string: {value}", case.name));
+                continue;
+            };
+            match check_fact(&event, key, expected) {
+                Check::Holds => checked += 1,
+                Check::Fails(why) => failures.push(format!("{}: {key}: {why}", case.name)),
+                Check::UnknownKey => failures.push(format!(
+                    "{}: EXPECTED.json has the fact `{key}`, which this test does not map onto \
+                     the canonical event: teach `check_fact` what it means",
+                    case.name
+                )),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(checked > 0, "no fact was checked");
+}
+
+#[test]
+fn normalised_conformance_events_match_the_json_schema_and_round_trip() {
+    for case in cases("hl7/") {
+        let event = event_of(&case);
+        let violations = schema_violations(&event);
+        assert!(
+            violations.is_empty(),
+            "{}: {violations:#?}\n{:#}",
+            case.name,
+            serde_json::to_value(&event).expect("serialise")
+        );
+        let text = serde_json::to_string(&event).expect("serialise");
+        let back: CanonicalEvent = serde_json::from_str(&text).expect("deserialise");
+        assert_eq!(back, event, "{}", case.name);
+    }
+}
+
+/// How one `bad/` message must be refused.
+struct Refusal {
+    file: &'static str,
+    /// `NormalizeError::location`.
+    location: &'static str,
+    /// What the error's text must mention, following the entry's `error` description.
+    mentions: &'static [&'static str],
+    /// Patient data that is in the file and must never be in the error.
+    patient_data: &'static [&'static str],
+    /// `ERR-3` of the `AE` that answers it (HL7 table 0357).
+    err_code: u16,
+}
+
+/// The patient of the conformance set, as the refused files carry them.
+const PATIENT: &[&str] = &[
+    "0000482915",
+    "架空",
+    "花子",
+    "カクウ",
+    "ハナコ",
+    "19380315",
+    "03-0000-0000",
+];
+
+const REFUSALS: &[Refusal] = &[
+    Refusal {
+        file: "bad/no_msh.hl7",
+        location: "MSH",
+        mentions: &["does not start with an MSH segment"],
+        patient_data: &["0000482915"],
+        err_code: 100,
+    },
+    Refusal {
+        file: "bad/truncated_msh.hl7",
+        location: "MSH-9",
+        mentions: &["MSH-9", "MSH-10", "cut short"],
+        patient_data: &[],
+        err_code: 101,
+    },
+    Refusal {
+        file: "bad/unknown_event.hl7",
+        location: "MSH-9",
+        mentions: &["MSH-9", "Z99"],
+        patient_data: PATIENT,
+        err_code: 201,
+    },
+    Refusal {
+        file: "bad/no_patient_id.hl7",
+        location: "PID-3",
+        mentions: &["PID-3", "empty"],
+        patient_data: &["架空", "花子"],
+        err_code: 101,
+    },
+    Refusal {
+        file: "bad/bad_timestamp.hl7",
+        location: "EVN-2",
+        mentions: &["EVN-2", "PV1-44", "not an HL7 timestamp"],
+        patient_data: PATIENT,
+        err_code: 102,
+    },
+    Refusal {
+        file: "bad/sjis_declared_utf8.hl7",
+        location: "MSH-18",
+        mentions: &["MSH-18", "UTF-8", "Shift_JIS"],
+        patient_data: PATIENT,
+        err_code: 102,
+    },
+];
+
+fn refusal(name: &str) -> &'static Refusal {
+    REFUSALS
+        .iter()
+        .find(|r| r.file == name)
+        .unwrap_or_else(|| panic!("{name} is listed in EXPECTED.json but not in REFUSALS"))
+}
+
+/// The text of a conformance file as a person would read it (Shift_JIS when it is not
+/// UTF-8, ISO-2022-JP when it holds escape sequences).
+fn readable(raw: &[u8]) -> String {
+    if raw.contains(&0x1b) {
+        return encoding_rs::ISO_2022_JP.decode(raw).0.into_owned();
+    }
+    match std::str::from_utf8(raw) {
+        Ok(text) => text.to_owned(),
+        Err(_) => encoding_rs::SHIFT_JIS.decode(raw).0.into_owned(),
+    }
+}
+
+#[test]
+fn bad_messages_are_refused_naming_the_field_at_fault_without_patient_data() {
+    let bad = cases("bad/");
+    let listed: BTreeSet<&str> = bad.iter().map(|c| c.name.as_str()).collect();
+    let tabled: BTreeSet<&str> = REFUSALS.iter().map(|r| r.file).collect();
+    assert_eq!(listed, tabled, "REFUSALS and EXPECTED.json disagree");
+    for case in &bad {
+        let refusal = refusal(&case.name);
+        assert!(
+            case.facts["error"].is_string(),
+            "{}: no error description",
+            case.name
+        );
+        // The patient data we look for really is in the file, so its absence means something.
+        let text = readable(&case.raw);
+        for data in refusal.patient_data {
+            assert!(
+                text.contains(data),
+                "{}: `{data}` is not in the file",
+                case.name
+            );
+        }
+        let err = match normalize(&case.raw) {
+            Ok(event) => panic!("{}: accepted as {}", case.name, event.event_type),
+            Err(err) => err,
+        };
+        let shown = err.to_string();
+        assert_eq!(
+            err.location.as_deref(),
+            Some(refusal.location),
+            "{}: {shown}",
+            case.name
+        );
+        assert!(
+            shown.starts_with(&format!("{}: ", refusal.location)),
+            "{}: {shown}",
+            case.name
+        );
+        for mention in refusal.mentions {
+            assert!(
+                shown.contains(mention),
+                "{}: the error does not mention `{mention}`: {shown}",
+                case.name
+            );
+        }
+        for data in refusal.patient_data {
+            assert!(
+                !shown.contains(data),
+                "{}: the error repeats patient data `{data}`: {shown}",
+                case.name
+            );
+        }
+        assert_eq!(
+            ErrorCode::for_error(&err).code(),
+            refusal.err_code,
+            "{}: ERR-3 of the AE",
+            case.name
+        );
+        assert!(
+            !shown.contains('\u{fffd}'),
+            "{}: mojibake in the error: {shown}",
+            case.name
+        );
+    }
+}
+
+/// Bytes that structure HL7 v2 (and ISO-2022-JP) text.
+const DELIMITERS: [u8; 9] = [b'|', b'^', b'~', b'\\', b'&', b'\r', b'\n', 0x1b, b'$'];
+
+/// What a listener does with any input: read the header, normalise, acknowledge.
+fn handle(raw: &[u8]) -> Option<CanonicalEvent> {
+    let result = normalize(raw);
+    let header = MshHeader::parse(raw).unwrap_or_default();
+    let (code, error) = match &result {
+        Ok(_) => (AckCode::Accept, None),
+        Err(e) => (AckCode::Error, Some(AckError::from(e))),
+    };
+    let now = DateTime::parse_from_rfc3339("2025-04-10T09:30:15+09:00").expect("time");
+    let ack = build_ack(&header, code, "ACK1", error.as_ref(), now);
+    assert!(!ack.is_empty());
+    result.ok()
+}
+
+/// Every prefix of `raw`, then at each position either a byte replaced by a delimiter
+/// (even positions) or a delimiter inserted (odd ones), cycling through [`DELIMITERS`].
+fn corruptions(raw: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::with_capacity(raw.len() * 2);
+    for end in 0..raw.len() {
+        out.push((format!("truncated at {end}"), raw[..end].to_vec()));
+    }
+    for i in 0..raw.len() {
+        let byte = DELIMITERS[i % DELIMITERS.len()];
+        let mut mutant = raw.to_vec();
+        if i % 2 == 0 {
+            mutant[i] = byte;
+            out.push((format!("byte {i} set to {byte:#04x}"), mutant));
+        } else {
+            mutant.insert(i, byte);
+            out.push((format!("{byte:#04x} inserted at {i}"), mutant));
+        }
+    }
+    out
+}
+
+#[test]
+fn corrupted_conformance_messages_never_panic_and_accepted_ones_stay_valid() {
+    let mut panics = Vec::new();
+    let mut invalid = Vec::new();
+    let (mut tried, mut accepted) = (0usize, 0usize);
+    for case in all_messages() {
+        for (what, mutant) in corruptions(&case.raw) {
+            tried += 1;
+            match catch_unwind(AssertUnwindSafe(|| handle(&mutant))) {
+                Err(_) => panics.push(format!("{}: {what}", case.name)),
+                Ok(None) => {}
+                Ok(Some(event)) => {
+                    accepted += 1;
+                    let violations = schema_violations(&event);
+                    if !violations.is_empty() {
+                        invalid.push(format!("{}: {what}: {violations:?}", case.name));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        panics.is_empty(),
+        "panicked on {} inputs: {panics:#?}",
+        panics.len()
+    );
+    assert!(
+        invalid.is_empty(),
+        "accepted but schema-invalid: {invalid:#?}"
+    );
+    // Both outcomes occur, so the corruptions reach past the first checks.
+    assert!(
+        accepted > 0 && accepted < tried,
+        "{accepted} of {tried} accepted"
+    );
+}
+
+/// Every message framed back to back, as one sender would write them on one connection.
+fn wire_of(messages: &[&[u8]]) -> Vec<u8> {
+    let mut codec = MllpCodec::new();
+    let mut wire = BytesMut::new();
+    for message in messages {
+        codec
+            .encode(*message, &mut wire)
+            .unwrap_or_else(|e| panic!("cannot frame a conformance message: {e}"));
+    }
+    wire.to_vec()
+}
+
+/// Decodes `wire` fed in chunks of the given lengths (the last one repeats).
+fn decode_in_chunks(
+    codec: &mut MllpCodec,
+    wire: &[u8],
+    mut chunk_len: impl FnMut() -> usize,
+) -> Vec<Result<Vec<u8>, MllpError>> {
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    let mut rest = wire;
+    while !rest.is_empty() {
+        let (chunk, after) = rest.split_at(chunk_len().clamp(1, rest.len()));
+        rest = after;
+        buf.extend_from_slice(chunk);
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(frame)) => out.push(Ok(frame.to_vec())),
+                Ok(None) => break,
+                Err(e) => out.push(Err(e)),
+            }
+        }
+    }
+    match codec.decode_eof(&mut buf) {
+        Ok(None) => {}
+        other => panic!("left over at end of stream: {other:?}"),
+    }
+    out
+}
+
+/// A small deterministic generator of chunk lengths (xorshift64).
+fn chunk_lengths(seed: u64, max: usize) -> impl FnMut() -> usize {
+    let mut state = seed.max(1);
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        usize::try_from(state % u64::try_from(max).expect("max")).expect("chunk") + 1
+    }
+}
+
+#[test]
+fn mllp_returns_every_conformance_message_whatever_the_read_boundaries() {
+    let all = all_messages();
+    let messages: Vec<&[u8]> = all.iter().map(|c| c.raw.as_slice()).collect();
+    let wire = wire_of(&messages);
+    let expected: Vec<Vec<u8>> = messages.iter().map(|m| m.to_vec()).collect();
+    let mut chunkings: Vec<(String, Box<dyn FnMut() -> usize>)> = Vec::new();
+    for fixed in [1, 2, 3, 5, 13, 64, 509, 4096, wire.len()] {
+        chunkings.push((format!("chunks of {fixed}"), Box::new(move || fixed)));
+    }
+    for seed in 1..=16 {
+        let max = if seed % 2 == 0 { 40 } else { 1500 };
+        chunkings.push((
+            format!("random chunks up to {max} (seed {seed})"),
+            Box::new(chunk_lengths(seed, max)),
+        ));
+    }
+    for (how, chunk_len) in chunkings {
+        let got = decode_in_chunks(&mut MllpCodec::new(), &wire, chunk_len);
+        let got: Vec<Vec<u8>> = got
+            .into_iter()
+            .map(|f| f.unwrap_or_else(|e| panic!("{how}: {e}")))
+            .collect();
+        assert_eq!(got.len(), expected.len(), "{how}");
+        for ((frame, wanted), case) in got.iter().zip(&expected).zip(&all) {
+            assert!(frame == wanted, "{how}: {} came back altered", case.name);
+        }
+    }
+}
+
+#[test]
+fn oversized_conformance_frame_is_refused_and_the_next_one_decodes() {
+    let valid = cases("hl7/");
+    let biggest = valid.iter().max_by_key(|c| c.raw.len()).expect("a message");
+    let others: Vec<&Case> = valid
+        .iter()
+        .filter(|c| c.raw.len() < biggest.raw.len())
+        .collect();
+    assert!(
+        others.len() >= 2,
+        "need smaller messages around the big one"
+    );
+    let limit = biggest.raw.len() - 1;
+    let sequence = [
+        others[0].raw.as_slice(),
+        biggest.raw.as_slice(),
+        others[1].raw.as_slice(),
+        biggest.raw.as_slice(),
+        others[0].raw.as_slice(),
+    ];
+    let wire = wire_of(&sequence);
+    // The MSH line of the big message: enough for the listener to answer with AE.
+    let msh_end = biggest
+        .raw
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(biggest.raw.len());
+    let big_id = biggest.facts["message_id"].as_str().expect("message_id");
+    for chunk in [1, 7, 100, 1000, wire.len()] {
+        let mut codec = MllpCodec::with_max_frame_len(limit);
+        let got = decode_in_chunks(&mut codec, &wire, || chunk);
+        assert_eq!(got.len(), sequence.len(), "chunks of {chunk}");
+        for (i, (frame, sent)) in got.into_iter().zip(sequence).enumerate() {
+            match frame {
+                Ok(frame) if sent.len() <= limit => {
+                    assert!(frame == sent, "chunks of {chunk}: frame {i} altered");
+                }
+                Err(MllpError::FrameTooLarge {
+                    limit: l,
+                    size,
+                    header,
+                }) if sent.len() > limit => {
+                    assert_eq!((l, size), (limit, sent.len()), "chunks of {chunk}");
+                    assert_eq!(&header[..], &biggest.raw[..msh_end], "chunks of {chunk}");
+                    let h = MshHeader::parse(&header).expect("the kept header parses");
+                    assert_eq!(h.control_id, big_id, "chunks of {chunk}");
+                }
+                other => panic!(
+                    "chunks of {chunk}: frame {i} ({} bytes, limit {limit}) gave {other:?}",
+                    sent.len()
+                ),
+            }
+        }
+    }
+}
+
+/// `MSH-n` of a raw message, as sent (the conformance headers are ASCII up to MSH-18).
+fn sent_msh_field(raw: &[u8], n: usize) -> String {
+    let line = raw
+        .split(|&b| b == b'\r' || b == b'\n')
+        .next()
+        .unwrap_or_default();
+    let fields: Vec<&[u8]> = line.split(|&b| b == b'|').collect();
+    let field = fields.get(n - 1).copied().unwrap_or_default();
+    String::from_utf8(field.to_vec()).expect("an ASCII MSH field")
+}
+
+fn field_raw<'a>(segment: Option<Segment<'a>>, n: usize) -> &'a str {
+    segment.map(|s| s.field(n).raw()).unwrap_or_default()
+}
+
+/// Checks an acknowledgement of `raw` and returns its decoded text.
+fn assert_ack_answers(name: &str, raw: &[u8], ack: &[u8], code: AckCode) -> String {
+    let header = MshHeader::parse(raw).expect("header");
+    let mut framed = BytesMut::new();
+    MllpCodec::new()
+        .encode(ack, &mut framed)
+        .unwrap_or_else(|e| panic!("{name}: the ACK cannot be framed: {e}"));
+    let decoded = decode(ack).unwrap_or_else(|e| panic!("{name}: the ACK does not decode: {e}"));
+    assert_eq!(Some(decoded.charset), header.charset, "{name}: ACK charset");
+    let text = decoded.text.into_owned();
+    let message = Message::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
+    let msh = message.msh();
+    // Sender and receiver swap places.
+    for (ack_field, sent_field) in [(3, 5), (4, 6), (5, 3), (6, 4)] {
+        assert_eq!(
+            msh.field(ack_field).raw(),
+            sent_msh_field(raw, sent_field),
+            "{name}: ACK MSH-{ack_field} should be the message's MSH-{sent_field}\n{text}"
+        );
+    }
+    let message_type = msh.field(9);
+    assert_eq!(message_type.component(1).value(), "ACK", "{name}");
+    assert_eq!(
+        message_type.component(2).value(),
+        header.trigger_event,
+        "{name}"
+    );
+    assert_eq!(msh.field(10).raw(), "ACK1", "{name}");
+    assert_eq!(
+        msh.field(18).raw(),
+        sent_msh_field(raw, 18),
+        "{name}: MSH-18"
+    );
+    let msa = message.segment("MSA");
+    assert!(msa.is_some(), "{name}: no MSA\n{text}");
+    assert_eq!(field_raw(msa, 1), code.as_str(), "{name}\n{text}");
+    assert_eq!(
+        field_raw(msa, 2),
+        sent_msh_field(raw, 10),
+        "{name}: MSA-2 is the original control id"
+    );
+    text
+}
+
+#[test]
+fn acks_answer_each_conformance_message() {
+    let now = DateTime::parse_from_rfc3339("2025-04-10T09:30:15+09:00").expect("time");
+    for case in cases("hl7/") {
+        let header = MshHeader::parse(&case.raw).expect("header");
+        let event = event_of(&case);
+        assert_eq!(header.control_id, event.data.origin.message_id);
+        let ack = build_ack(&header, AckCode::Accept, "ACK1", None, now);
+        let text = assert_ack_answers(&case.name, &case.raw, &ack, AckCode::Accept);
+        let msa_2 = Message::parse(&text)
+            .ok()
+            .and_then(|m| m.segment("MSA"))
+            .map(|s| s.field(2).value().into_owned());
+        assert_eq!(
+            msa_2.as_deref(),
+            case.facts["message_id"].as_str(),
+            "{}",
+            case.name
+        );
+        assert!(
+            !text.contains("\rERR|"),
+            "{}: AA with ERR\n{text}",
+            case.name
+        );
+    }
+    // The refused messages, answered as the listener does: AE naming the error.
+    for case in cases("bad/") {
+        let err = normalize(&case.raw).expect_err("refused");
+        let Some(header) = MshHeader::parse(&case.raw) else {
+            assert_eq!(err.location.as_deref(), Some("MSH"), "{}", case.name);
+            continue;
+        };
+        let ack = build_ack(
+            &header,
+            AckCode::Error,
+            "ACK1",
+            Some(&AckError::from(&err)),
+            now,
+        );
+        let text = assert_ack_answers(&case.name, &case.raw, &ack, AckCode::Error);
+        let message = Message::parse(&text).expect("ACK parses");
+        let err_segment = message
+            .segment("ERR")
+            .unwrap_or_else(|| panic!("{}: AE without ERR\n{text}", case.name));
+        let location = err.location.as_deref().expect("location");
+        let (segment, field) = location.split_once('-').expect("a field location");
+        assert_eq!(
+            err_segment.field(2).raw(),
+            format!("{segment}^1^{field}"),
+            "{}: ERR-2",
+            case.name
+        );
+        assert_eq!(
+            err_segment.field(3).component(1).value(),
+            refusal(&case.name).err_code.to_string(),
+            "{}: ERR-3",
+            case.name
+        );
+        assert_eq!(err_segment.field(4).value(), "E", "{}", case.name);
+        assert_eq!(
+            err_segment.field(7).value(),
+            err.to_string(),
+            "{}: ERR-7",
+            case.name
+        );
+        for data in refusal(&case.name).patient_data {
+            assert!(
+                !text.contains(data),
+                "{}: the ACK repeats `{data}`",
+                case.name
+            );
+        }
+    }
+}
