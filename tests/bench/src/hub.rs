@@ -1,0 +1,262 @@
+//! The hub under test: the real `renkei` binary on a fresh database and bus prefix,
+//! with a registry of `--patients` patients, each looked after by both receivers'
+//! participants and consenting to both.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::process::{Child, Command};
+
+use crate::Args;
+use crate::load::{HOSPITAL, patient_local_id};
+use crate::receiver::Receiver;
+
+/// A running hub and what it needs cleaned up.
+pub struct Hub {
+    child: Child,
+    pid: u32,
+    mllp: SocketAddr,
+    server_url: String,
+    database: String,
+    amqp_url: String,
+    prefix: String,
+}
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn database_url(server: &str, database: &str) -> anyhow::Result<String> {
+    match server.rfind('/') {
+        Some(i) => Ok(format!("{}/{database}", &server[..i])),
+        None => anyhow::bail!("the database URL {server} has no database path"),
+    }
+}
+
+impl Hub {
+    /// Creates the database, starts the hub, waits until it listens, applies the
+    /// registry.
+    pub async fn start(args: &Args, receivers: &[Receiver]) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            args.hub_bin.exists(),
+            "{} does not exist: build it with `cargo build --release -p renkei-hub --bin renkei` (or pass --hub-bin)",
+            args.hub_bin.display()
+        );
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let database = format!("bench_{id}");
+        let prefix = format!("bench-{id}");
+        let mut admin = PgConnection::connect(&args.database_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("PostgreSQL is not reachable: {e}"))?;
+        admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+            .await?;
+        let (mllp, api) = (free_port()?, free_port()?);
+        let mut command = Command::new(&args.hub_bin);
+        command
+            .arg("up")
+            .env(
+                "RENKEI__DATABASE__URL",
+                database_url(&args.database_url, &database)?,
+            )
+            .env("RENKEI__BUS__URL", &args.amqp_url)
+            .env("RENKEI__BUS__PREFIX", &prefix)
+            .env("RENKEI__MLLP__LISTEN", mllp.to_string())
+            .env("RENKEI__API__LISTEN", api.to_string())
+            .env("RENKEI__LOG__LEVEL", "warn")
+            .envs(args.hub_env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let child = command.spawn()?;
+        let pid = child.id().unwrap_or_default();
+        let mut hub = Self {
+            child,
+            pid,
+            mllp,
+            server_url: args.database_url.clone(),
+            database,
+            amqp_url: args.amqp_url.clone(),
+            prefix,
+        };
+        if let Err(e) = hub.ready(args, receivers).await {
+            hub.stop().await;
+            return Err(e);
+        }
+        Ok(hub)
+    }
+
+    async fn ready(&mut self, args: &Args, receivers: &[Receiver]) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(self.mllp).await.is_err() {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!("the hub exited during start-up ({status})");
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the hub did not listen within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let file = std::env::temp_dir().join(format!("{}-registry.toml", self.prefix));
+        std::fs::write(&file, registry(args.patients, receivers))?;
+        let applied = Command::new(&args.hub_bin)
+            .args(["admin", "apply", "-f"])
+            .arg(&file)
+            .env(
+                "RENKEI__DATABASE__URL",
+                database_url(&args.database_url, &self.database)?,
+            )
+            .env("RENKEI__LOG__LEVEL", "warn")
+            .stdout(Stdio::null())
+            .output()
+            .await?;
+        let _ = std::fs::remove_file(&file);
+        anyhow::ensure!(
+            applied.status.success(),
+            "renkei admin apply failed: {}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+        Ok(())
+    }
+
+    /// The MLLP listener.
+    pub fn mllp_addr(&self) -> SocketAddr {
+        self.mllp
+    }
+
+    /// User + system CPU seconds the hub has used so far.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
+        // Fields after the parenthesised command name; utime and stime are 14 and 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> anyhow::Result<f64> {
+            Ok(fields
+                .get(i)
+                .ok_or_else(|| anyhow::anyhow!("short /proc stat"))?
+                .parse::<f64>()?)
+        };
+        // Fields are numbered from 3 after the name: utime is the 12th of `rest`.
+        Ok((ticks(11)? + ticks(12)?) / clock_ticks_per_second())
+    }
+
+    /// Peak resident set size (VmHWM).
+    pub fn peak_rss_bytes(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{}/status", self.pid))?;
+        Ok(kib * 1024)
+    }
+
+    /// Stops the hub and removes its database and broker objects.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+        if let Err(e) = self.cleanup().await {
+            eprintln!("bench: cleanup failed: {e}");
+        }
+    }
+
+    async fn cleanup(&self) -> anyhow::Result<()> {
+        let mut admin = PgConnection::connect(&self.server_url).await?;
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.database
+            )))
+            .await?;
+        let settings = renkei_hub::config::Settings::load(None)?;
+        let topology = renkei_hub::bus::topology::Topology::new(
+            &self.prefix,
+            &settings.delivery.retry_schedule,
+            1,
+        );
+        let conn =
+            lapin::Connection::connect(&self.amqp_url, lapin::ConnectionProperties::default())
+                .await?;
+        let channel = conn.create_channel().await?;
+        for queue in topology.all_queues() {
+            channel
+                .queue_delete(
+                    queue.as_str().into(),
+                    lapin::options::QueueDeleteOptions::default(),
+                )
+                .await?;
+        }
+        for exchange in topology.all_exchanges() {
+            channel
+                .exchange_delete(
+                    exchange.as_str().into(),
+                    lapin::options::ExchangeDeleteOptions::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // USER_HZ is 100 on every Linux architecture the hub targets.
+    100.0
+}
+
+/// Two participants, one receiver each, subscribed to admissions; every patient looked
+/// after by both and consenting to both.
+fn registry(patients: usize, receivers: &[Receiver]) -> String {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let mut toml = format!(
+        "[[facilities]]\ncode = \"{HOSPITAL}\"\nname = \"Bench Hospital\"\nkind = \"hospital\"\n"
+    );
+    for (n, receiver) in receivers.iter().enumerate() {
+        let _ = write!(
+            toml,
+            r#"
+[[facilities]]
+code = "137000000{n}"
+name = "Care office {n}"
+kind = "care_management"
+
+[[participants]]
+id = "office-{n}"
+facility = "137000000{n}"
+name = "Care office {n}"
+
+[[endpoints]]
+participant = "office-{n}"
+name = "main"
+url = "{url}"
+secrets = ["{secret}"]
+
+[[subscriptions]]
+participant = "office-{n}"
+name = "adt"
+endpoint = "main"
+event_types = ["inpatient.admitted"]
+"#,
+            url = receiver.url()
+        );
+    }
+    for p in 0..patients {
+        let _ = write!(
+            toml,
+            "\n[[patients]]\nid = \"P{p}\"\nidentifiers = [{{ facility = \"{HOSPITAL}\", value = \"{}\" }}]\n",
+            patient_local_id(p)
+        );
+        for n in 0..receivers.len() {
+            let _ = write!(
+                toml,
+                "\n[[care_relationships]]\npatient = \"P{p}\"\nparticipant = \"office-{n}\"\nrole = \"care_manager\"\nvalid_from = 2020-01-01\n"
+            );
+        }
+        let _ = write!(
+            toml,
+            "\n[[consents]]\nid = \"C{p}\"\npatient = \"P{p}\"\nscope = \"blanket\"\nbasis = \"written\"\nvalid_from = 2020-01-01T00:00:00Z\n"
+        );
+    }
+    toml
+}

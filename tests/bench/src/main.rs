@@ -1,0 +1,158 @@
+//! `renkei-bench`: the hub end to end beside the raw broker, in one run, on the local
+//! RabbitMQ and PostgreSQL.
+//!
+//! 1. **Raw broker baseline** — persistent messages the size of a canonical event,
+//!    each publisher-confirmed, through a quorum queue, consumed and acked; as many
+//!    publishers as the hub gets MLLP senders and the hub's prefetch.
+//! 2. **Hub end to end** — the real `renkei` binary; MLLP senders (each waits for its
+//!    ACK, as an EHR does) → hub (consent checks and audit on) → two webhook
+//!    receivers, every event going to both.
+//!
+//! It prints events/s accepted, deliveries/s, ACK and source-to-receiver latency
+//! percentiles, the hub's CPU seconds and peak RSS, and the ratio of hub events/s to
+//! raw-broker messages/s. `--rate N --seconds S` holds a fixed rate instead of
+//! sending as fast as the hub accepts.
+//!
+//! ```text
+//! cargo build --release -p renkei-hub --bin renkei
+//! cargo run --release -p renkei-bench -- [--json] [--rate 500 --seconds 60]
+//! ```
+
+mod broker;
+mod hub;
+mod load;
+mod receiver;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Command-line options.
+#[derive(Debug, Clone, Parser)]
+#[command(about = "The Renkei hub end to end beside the raw broker, in one run")]
+pub struct Args {
+    /// Concurrent MLLP connections (and raw-broker publishers).
+    #[arg(long, default_value_t = 16)]
+    pub senders: usize,
+    /// Events to send in throughput mode.
+    #[arg(long, default_value_t = 20_000)]
+    pub messages: usize,
+    /// Fixed-rate mode: events per second, held for --seconds.
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Length of a fixed-rate run.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// Patients in the registry (events cycle through them).
+    #[arg(long, default_value_t = 1_000)]
+    pub patients: usize,
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Skip the raw-broker baseline.
+    #[arg(long)]
+    pub skip_broker: bool,
+    /// The hub binary.
+    #[arg(long, env = "RENKEI_BIN", default_value = "target/release/renkei")]
+    pub hub_bin: PathBuf,
+    /// PostgreSQL server (a fresh database is created on it and dropped afterwards).
+    #[arg(
+        long,
+        env = "RENKEI_TEST_DATABASE_URL",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/postgres"
+    )]
+    pub database_url: String,
+    /// RabbitMQ (queues and exchanges with a fresh prefix are deleted afterwards).
+    #[arg(
+        long,
+        env = "RENKEI_TEST_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+    /// Extra `KEY=VALUE` environment for the hub, e.g. RENKEI__BUS__PREFETCH=256.
+    #[arg(long = "hub-env", value_parser = parse_env)]
+    pub hub_env: Vec<(String, String)>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+}
+
+impl Args {
+    /// Events this run sends.
+    pub fn total(&self) -> usize {
+        match self.rate {
+            Some(rate) => usize::try_from(u64::from(rate) * self.seconds).unwrap_or(usize::MAX),
+            None => self.messages,
+        }
+    }
+
+    /// How long to wait for the last deliveries once no new one arrives.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(run(&args))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+async fn run(args: &Args) -> anyhow::Result<report::Report> {
+    let sample = load::sample_event_bytes(args.patients)?;
+    let broker = if args.skip_broker {
+        None
+    } else {
+        eprintln!(
+            "bench: raw broker baseline ({} senders, {} messages of {} bytes)",
+            args.senders,
+            args.messages,
+            sample.len()
+        );
+        Some(broker::baseline(&args.amqp_url, args.senders, args.messages, &sample).await?)
+    };
+    let sent = std::sync::Arc::new(load::SendTimes::new(args.total()));
+    let receivers = [
+        receiver::Receiver::start(sent.clone()).await?,
+        receiver::Receiver::start(sent.clone()).await?,
+    ];
+    let hub = hub::Hub::start(args, &receivers).await?;
+    let outcome = async {
+        eprintln!(
+            "bench: hub end to end ({} senders, {})",
+            args.senders,
+            match args.rate {
+                Some(rate) => format!("{rate} events/s for {} s", args.seconds),
+                None => format!("{} events as fast as accepted", args.messages),
+            }
+        );
+        let cpu_before = hub.cpu_seconds()?;
+        let load = load::run(args, hub.mllp_addr(), &sent, &receivers).await?;
+        let cpu = hub.cpu_seconds()? - cpu_before;
+        let peak_rss = hub.peak_rss_bytes()?;
+        anyhow::Ok(report::Report::new(
+            args,
+            sample.len(),
+            broker,
+            load,
+            cpu,
+            peak_rss,
+        ))
+    }
+    .await;
+    hub.stop().await;
+    outcome
+}
