@@ -7,6 +7,7 @@
 
 pub mod adapter;
 pub mod event;
+pub mod samples;
 
 pub use adapter::{
     IngestOutcome, IngestSink, InputSource, NormalizeError, Normalizer, ReceivedInput,

@@ -7,16 +7,11 @@
 use std::str::FromStr;
 use std::sync::OnceLock;
 
-use chrono::{DateTime, FixedOffset, NaiveDate};
+use chrono::{DateTime, FixedOffset};
 use jsonschema::Validator;
-use renkei_sdk::{
-    CanonicalEvent, Document, EVENT_SCHEMA_V1, Encounter, EncounterClass, EventData, EventType,
-    Identifier, Insurance, Location, LtcInsurance, MedicalInsurance, Origin, Patient, PersonName,
-    Practitioner, Sex, SourceFormat, facility_source, local_patient_id_system,
-};
+use renkei_sdk::samples::{full_event, minimal_event};
+use renkei_sdk::{CanonicalEvent, EVENT_SCHEMA_V1, EventType, Origin, SourceFormat};
 use serde_json::{Value, json};
-
-const FACILITY: &str = "1319999999";
 
 /// The schema compiled once, with `format` checked as well as the patterns.
 fn validator() -> &'static Validator {
@@ -58,112 +53,6 @@ fn assert_invalid(instance: &Value, why: &str) {
 
 fn jst(rfc3339: &str) -> DateTime<FixedOffset> {
     DateTime::parse_from_rfc3339(rfc3339).expect("test timestamp")
-}
-
-/// Only what every event must carry.
-fn minimal_event() -> CanonicalEvent {
-    CanonicalEvent::new(
-        facility_source(FACILITY),
-        EventType::PatientUpdated,
-        jst("2025-05-01T08:55:00+09:00"),
-        EventData {
-            patient: Patient {
-                identifiers: vec![Identifier {
-                    system: local_patient_id_system(FACILITY),
-                    value: "0000482915".to_owned(),
-                }],
-                ..Patient::default()
-            },
-            encounter: None,
-            document: None,
-            cancels: None,
-            care: None,
-            origin: Origin {
-                format: SourceFormat::Hl7v2,
-                sending_system: None,
-                facility: None,
-                message_id: "20250501000801".to_owned(),
-                raw_sha256: Origin::sha256_hex(b"MSH|^~\\&|"),
-            },
-        },
-    )
-}
-
-/// Every field of the model set.
-fn full_event() -> CanonicalEvent {
-    let mut event = CanonicalEvent::new(
-        facility_source(FACILITY),
-        EventType::InpatientCancelled,
-        jst("2025-04-10T11:29:00.123456789+09:00"),
-        EventData {
-            patient: Patient {
-                identifiers: vec![
-                    Identifier {
-                        system: local_patient_id_system(FACILITY),
-                        value: "0000482915".to_owned(),
-                    },
-                    Identifier {
-                        system: "urn:renkei:patient".to_owned(),
-                        value: "P-0001".to_owned(),
-                    },
-                ],
-                name: Some(PersonName {
-                    kanji: Some("架空 花子".to_owned()),
-                    kana: Some("カクウ ハナコ".to_owned()),
-                }),
-                birth_date: Some(NaiveDate::from_ymd_opt(1938, 3, 15).expect("date")),
-                sex: Some(Sex::Female),
-                insurance: Some(Insurance {
-                    medical: Some(MedicalInsurance {
-                        insurer_number: Some("39131234".to_owned()),
-                        symbol: Some("１２３".to_owned()),
-                        number: Some("4567".to_owned()),
-                    }),
-                    ltc: Some(LtcInsurance {
-                        insurer_number: Some("131999".to_owned()),
-                        insured_number: Some("0001234567".to_owned()),
-                        care_level: Some("要介護2".to_owned()),
-                    }),
-                }),
-            },
-            encounter: Some(Encounter {
-                class: Some(EncounterClass::Inpatient),
-                visit_number: Some("V-2025-0042".to_owned()),
-                admitted_at: Some(jst("2025-04-10T09:00:00+09:00")),
-                discharged_at: Some(jst("2025-04-24T01:00:00Z")),
-                location: Some(Location {
-                    ward: Some("05".to_owned()),
-                    room: Some("512".to_owned()),
-                    bed: Some("2".to_owned()),
-                }),
-                department: Some("01".to_owned()),
-                attending: Some(Practitioner {
-                    id: Some("D001".to_owned()),
-                    name: Some("医師 一郎".to_owned()),
-                }),
-                discharge_disposition: Some("01".to_owned()),
-                discharge_destination: Some("自宅".to_owned()),
-            }),
-            document: Some(Document {
-                code: Some("18842-5".to_owned()),
-                title: Some("退院時サマリー".to_owned()),
-                id: Some("1319999999^2025^00000042".to_owned()),
-                created_at: Some(jst("2025-04-24T10:00:00+09:00")),
-                content: Some(json!({"resourceType": "Bundle", "type": "document", "entry": []})),
-            }),
-            cancels: Some(EventType::InpatientAdmitted),
-            care: Some(json!({"care_manager": "居宅 太郎", "services": ["訪問介護", 2, true]})),
-            origin: Origin {
-                format: SourceFormat::Hl7v2,
-                sending_system: Some("HIS".to_owned()),
-                facility: Some(FACILITY.to_owned()),
-                message_id: "20250410000199".to_owned(),
-                raw_sha256: Origin::sha256_hex(b"MSH|^~\\&|HIS|"),
-            },
-        },
-    );
-    event.subject = Some("hub-patient-0001".to_owned());
-    event
 }
 
 fn to_json(event: &CanonicalEvent) -> Value {
