@@ -1,7 +1,7 @@
 //! `renkei`: the Renkei integration hub.
 
 use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use renkei_hub::app::{self, Role};
 use renkei_hub::config::{LogFormat, Settings};
 use renkei_hub::registry::document::{ChangeAction, RegistryDocument};
-use renkei_hub::store::{AdminStore, DeliveryFilter, DeliveryStore};
+use renkei_hub::store::{AdminStore, DeliveryFilter};
 use renkei_sdk::Normalizer;
 use tokio_util::sync::CancellationToken;
 
@@ -91,7 +91,8 @@ enum AdminCommand {
         /// The document.
         #[arg(long, short = 'f')]
         file: PathBuf,
-        /// Validate and print the plan's resources without touching the database.
+        /// Validate the document (formats, references inside it, env: secrets) and print
+        /// what it declares, without touching the database.
         #[arg(long)]
         dry_run: bool,
     },
@@ -137,8 +138,13 @@ enum AuditCommand {
 fn init_logging(settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.level));
+    // Colour only on a terminal: escapes in a log file or a collector are noise. NO_COLOR
+    // (https://no-color.org/) still turns them off on a terminal.
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match settings.log.format {
         LogFormat::Json => builder.json().init(),
@@ -310,7 +316,7 @@ async fn admin(command: AdminCommand, settings: &Settings) -> anyhow::Result<Exi
                     format!("{} cannot be applied; nothing was changed", file.display())
                 })?;
             if dry_run {
-                println!("{} is valid", file.display());
+                println!("{} is valid: {}", file.display(), declared(&doc));
                 return Ok(ExitCode::SUCCESS);
             }
             let store = app::connect_store(settings).await?;
@@ -338,6 +344,27 @@ async fn admin(command: AdminCommand, settings: &Settings) -> anyhow::Result<Exi
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// What a document declares, counted per resource kind in the order they are applied:
+/// `3 facilities, 2 participants, 1 endpoint, …`.
+fn declared(doc: &RegistryDocument) -> String {
+    let count =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    [
+        count(doc.facilities.len(), "facility", "facilities"),
+        count(doc.participants.len(), "participant", "participants"),
+        count(doc.endpoints.len(), "endpoint", "endpoints"),
+        count(doc.subscriptions.len(), "subscription", "subscriptions"),
+        count(doc.patients.len(), "patient", "patients"),
+        count(
+            doc.care_relationships.len(),
+            "care relationship",
+            "care relationships",
+        ),
+        count(doc.consents.len(), "consent", "consents"),
+    ]
+    .join(", ")
 }
 
 async fn deliveries(command: DeliveriesCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -375,9 +402,8 @@ async fn deliveries(command: DeliveriesCommand, settings: &Settings) -> anyhow::
         }
         DeliveriesCommand::Replay { ids } => {
             let bus = app::connect_bus(settings).await?;
-            let replayed = store.replay_dead(&ids, "cli").await?;
+            let replayed = renkei_hub::delivery::replay(&store, &bus, &ids, "cli").await?;
             for id in &replayed {
-                renkei_hub::bus::Bus::publish_delivery(&bus, *id).await?;
                 println!("replayed {id}");
             }
             let skipped = ids.len() - replayed.len();
@@ -408,5 +434,21 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dry_run_counts_every_resource_kind_of_the_example() -> anyhow::Result<()> {
+        let doc = RegistryDocument::from_toml(include_str!("../../config/registry.example.toml"))?;
+        assert_eq!(
+            declared(&doc),
+            "3 facilities, 2 participants, 2 endpoints, 2 subscriptions, 1 patient, \
+             2 care relationships, 1 consent"
+        );
+        Ok(())
     }
 }

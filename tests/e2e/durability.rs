@@ -157,3 +157,156 @@ async fn hub_reconnects_after_broker_connection_loss() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Messages in the prefix's poison queue (where the broker puts messages bounced more
+/// often than the queue's delivery limit).
+async fn dead_lettered(env: &Env) -> anyhow::Result<u32> {
+    let conn = lapin::Connection::connect(
+        &crate::harness::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await?;
+    let channel = conn.create_channel().await?;
+    let queue = channel
+        .queue_declare(
+            env.topology().dead_queue().as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..lapin::options::QueueDeclareOptions::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    let _ = conn.close(200, "bye".into()).await;
+    Ok(queue.message_count())
+}
+
+/// How often the hub has logged `needle`.
+fn logged(env: &Env, needle: &str) -> usize {
+    env.hub_logs().matches(needle).count()
+}
+
+const RETRIED_IN_PLACE: &str = "retrying it in place";
+
+#[tokio::test]
+async fn accepted_event_survives_a_database_failure_while_routing() -> anyhow::Result<()> {
+    let env = Env::new().await?;
+    let receiver = Receiver::start().await?;
+    single_office(&env, &receiver).await?;
+    env.start_hub(Roles::All).await?;
+
+    // Routing cannot be committed while the table is away; ingest still can.
+    sqlx::query("ALTER TABLE deliveries RENAME TO deliveries_away")
+        .execute(&env.db)
+        .await?;
+    let mut mllp = MllpClient::connect(env.mllp).await?;
+    send_accepted(&mut mllp, &conformance("hl7/a01_admit_iso2022jp.hl7")?).await?;
+
+    // Long enough for far more than the queue's delivery limit of bounces, had the
+    // router bounced the message through the queue instead of waiting with it.
+    env.eventually("the router retrying in place four times", || async {
+        Ok((logged(&env, RETRIED_IN_PLACE) >= 4).then_some(()))
+    })
+    .await?;
+    assert_eq!(dead_lettered(&env).await?, 0, "nothing dead-lettered");
+
+    sqlx::query("ALTER TABLE deliveries_away RENAME TO deliveries")
+        .execute(&env.db)
+        .await?;
+    let got = acknowledged(&env, &receiver, 1).await?;
+    signed_canonical_event(&got[0], "inpatient.admitted")?;
+    assert_eq!(dead_lettered(&env).await?, 0, "nothing dead-lettered");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_retry_that_cannot_be_parked_still_waits_its_turn() -> anyhow::Result<()> {
+    use lapin::options::QueueBindOptions;
+    use lapin::types::FieldTable;
+    use renkei_hub::bus::topology::Topology;
+
+    let env = Env::new().await?;
+    let receiver = Receiver::start().await?;
+    receiver.answer_with(503);
+    single_office(&env, &receiver).await?;
+    env.start_hub(Roles::All).await?;
+
+    // Retries cannot be parked on the broker: no retry queue is reachable.
+    let topology = env.topology();
+    let conn = lapin::Connection::connect(
+        &crate::harness::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await?;
+    let channel = conn.create_channel().await?;
+    for delay in crate::harness::RETRY_SCHEDULE {
+        channel
+            .queue_unbind(
+                topology.retry_queue(delay).as_str().into(),
+                topology.retry_exchange().as_str().into(),
+                Topology::retry_key(delay).as_str().into(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+
+    let mut mllp = MllpClient::connect(env.mllp).await?;
+    send_accepted(&mut mllp, &conformance("hl7/a01_admit_iso2022jp.hl7")?).await?;
+    let attempts_so_far = || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM delivery_attempts")
+            .fetch_one(&env.db)
+            .await?;
+        anyhow::Ok(n)
+    };
+    env.eventually("three refused attempts", || async {
+        Ok((attempts_so_far().await? >= 3).then_some(()))
+    })
+    .await?;
+    assert!(logged(&env, RETRIED_IN_PLACE) >= 1, "{}", env.hub_logs());
+
+    receiver.answer_with(200);
+    for delay in crate::harness::RETRY_SCHEDULE {
+        channel
+            .queue_bind(
+                topology.retry_queue(delay).as_str().into(),
+                topology.retry_exchange().as_str().into(),
+                Topology::retry_key(delay).as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    acknowledged(&env, &receiver, 1).await?;
+    let status: String = env
+        .eventually("the delivery recorded as delivered", || async {
+            let status: String = sqlx::query_scalar("SELECT status FROM deliveries")
+                .fetch_one(&env.db)
+                .await?;
+            Ok((status == "delivered").then_some(status))
+        })
+        .await?;
+    assert_eq!(status, "delivered");
+
+    // Each attempt waited at least its turn in the schedule (less the jitter, which
+    // only shortens a wait by up to a fifth), although no retry could be parked.
+    let started: Vec<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT started_at FROM delivery_attempts ORDER BY attempt")
+            .fetch_all(&env.db)
+            .await?;
+    assert_eq!(
+        started.len(),
+        4,
+        "three refused attempts, then the delivery"
+    );
+    for (k, pair) in started.windows(2).enumerate() {
+        let gap = (pair[1] - pair[0]).to_std()?;
+        let due = crate::harness::RETRY_SCHEDULE[k].mul_f64(0.8);
+        assert!(
+            gap >= due,
+            "attempt {} came {gap:?} after the one before; due after {due:?}",
+            k + 2
+        );
+    }
+    Ok(())
+}

@@ -17,11 +17,21 @@ pub const GENESIS_HASH: [u8; 32] = [0; 32];
 /// them by hub patient id only.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEntry {
-    /// Who acted: `adapter:mllp`, `router`, `delivery`, `admin:<key id>`, `cli`.
+    /// Who acted: `adapter:<name>` (e.g. `adapter:mllp`), `router`, `delivery`,
+    /// `admin:<key id>`, `cli`.
     pub actor: String,
-    /// What was done: `ingest`, `reject`, `route`, `deliver`, `registry.apply`, `read`…
+    /// What was done, with the outcomes each action records:
+    /// - `ingest`: `accepted`, or `rejected` for an input that could not be normalised
+    ///   (kept in `rejected_inputs`);
+    /// - `route`: per candidate recipient `delivered`, `no_care_relationship` or
+    ///   `denied_by_consent`; per event `patient_unknown` or `no_subscribers`;
+    /// - `deliver`: per attempt `delivered`, `retry` or `dead`; or `cancelled_by_consent`;
+    /// - `registry.apply`: `applied`;
+    /// - `delivery.replay`: `requeued`;
+    /// - `api_key.create`: `created`;
+    /// - `read`: `registry` or `event` (what was read).
     pub action: String,
-    /// How it ended: `accepted`, `delivered`, `denied_by_consent`, `no_care_relationship`…
+    /// How it ended; see `action` for the values of each action.
     pub outcome: String,
     /// The hub patient id, when the action concerns a known patient.
     pub patient_id: Option<String>,

@@ -250,6 +250,7 @@ impl AmqpBus {
             .await
             .map_err(unreachable)?;
         tracing::info!(queue, "consuming");
+        let channel_ref = &channel;
         consumer
             .take_until(shutdown.cancelled())
             .for_each_concurrent(concurrency, |delivery| async move {
@@ -260,7 +261,24 @@ impl AmqpBus {
                         return;
                     }
                 };
-                let outcome = handler.handle(&delivery.data, delivery.redelivered).await;
+                let mut outcome = handler.handle(&delivery.data, delivery.redelivered).await;
+                // A handler asks for a requeue when the store or the broker cannot take
+                // its result now. Retrying in place, with growing pauses, keeps the
+                // message here instead of bouncing it through the queue: every bounce
+                // counts towards the queue's delivery limit, and an outage of a minute
+                // would otherwise dead-letter messages that were already acknowledged
+                // to their senders.
+                let mut pauses = transient_backoff();
+                // A message whose channel is gone will be redelivered anyway.
+                while outcome == HandleOutcome::Requeue && channel_ref.status().connected() {
+                    let pause = pauses.next().unwrap_or(Duration::from_secs(30));
+                    tracing::warn!(queue, retry_in = ?pause, "could not finish a message; retrying it in place");
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = shutdown.cancelled() => break,
+                    }
+                    outcome = handler.handle(&delivery.data, true).await;
+                }
                 let result = match outcome {
                     HandleOutcome::Ack => delivery.ack(BasicAckOptions::default()).await,
                     HandleOutcome::Requeue => {
@@ -332,8 +350,8 @@ impl Bus for AmqpBus {
             .with_message_id(id.clone().into())
             .with_expiration(expiration.into());
         self.publish(
-            "",
-            &self.topology.retry_queue(bucket),
+            &self.topology.retry_exchange(),
+            &Topology::retry_key(bucket),
             id.as_bytes(),
             properties,
         )
@@ -366,6 +384,17 @@ impl Bus for AmqpBus {
             }
         }
     }
+}
+
+/// Pauses between in-place retries of a message whose handler could not finish:
+/// 200 ms doubling to 30 s, jittered, forever.
+fn transient_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// Reconnect delays: 100 ms doubling to 10 s, jittered, forever.

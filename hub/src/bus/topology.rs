@@ -99,6 +99,14 @@ impl Topology {
     pub fn deliveries_exchange(&self) -> String {
         self.name("deliveries")
     }
+    /// Direct exchange of waiting retries, one routing key per retry queue.
+    pub fn retry_exchange(&self) -> String {
+        self.name("retry")
+    }
+    /// The routing key of the retry queue for one delay.
+    pub fn retry_key(delay: Duration) -> String {
+        format!("{}ms", delay.as_millis())
+    }
     /// Dead-letter exchange.
     pub fn dead_letter_exchange(&self) -> String {
         self.name("dlx")
@@ -112,7 +120,7 @@ impl Topology {
     }
     /// The retry queue for one delay.
     pub fn retry_queue(&self, delay: Duration) -> String {
-        self.name(&format!("retry.{}ms", delay.as_millis()))
+        self.name(&format!("retry.{}", Self::retry_key(delay)))
     }
     /// Poison messages.
     pub fn dead_queue(&self) -> String {
@@ -136,6 +144,10 @@ impl Topology {
             },
             ExchangeSpec {
                 name: self.deliveries_exchange(),
+                kind: ExchangeType::Direct,
+            },
+            ExchangeSpec {
+                name: self.retry_exchange(),
                 kind: ExchangeType::Direct,
             },
             ExchangeSpec {
@@ -190,8 +202,10 @@ impl Topology {
                 binding: Some((exchange, key.into())),
             });
         }
-        // Retry queues have no consumer: a message waits out the queue's TTL, then is
-        // dead-lettered back to the deliveries exchange.
+        // Retry queues have no consumer: a message waits out its TTL, then is
+        // dead-lettered back to the deliveries exchange. They are reached through an
+        // exchange of the hub's own, so the broker user needs no rights on the default
+        // exchange.
         for delay in &self.retry_delays {
             let mut args = self.dead_lettering(self.deliveries_exchange());
             args.extend([
@@ -207,7 +221,7 @@ impl Topology {
             queues.push(QueueSpec {
                 name: self.retry_queue(*delay),
                 args,
-                binding: None,
+                binding: Some((self.retry_exchange(), Self::retry_key(*delay))),
             });
         }
         queues

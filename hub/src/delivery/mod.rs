@@ -23,6 +23,8 @@ use crate::store::{AttemptRecord, DeliveryJob, DeliveryStore, NextState};
 use signing::{WebhookSecret, signature_header};
 
 const ACTOR: &str = "delivery";
+/// A retry arriving at most this much before it is due is attempted.
+const EARLY_TOLERANCE: Duration = Duration::from_millis(100);
 
 /// How one HTTP attempt ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -196,6 +198,22 @@ impl DeliveryWorker {
         if !matches!(job.status.as_str(), "pending" | "retrying") {
             return HandleOutcome::Ack;
         }
+        // A retry that arrives before it is due — redelivered after a failure, or a wait
+        // longer than the longest retry queue — is put back to wait out the rest, so an
+        // early arrival never spends an attempt.
+        if job.status == "retrying"
+            && let Some(due) = job.next_attempt_at
+            && let Ok(early) = (due - Utc::now()).to_std()
+            && early > EARLY_TOLERANCE
+        {
+            return match self.bus.schedule_retry(id, early).await {
+                Ok(()) => HandleOutcome::Ack,
+                Err(e) => {
+                    tracing::warn!(delivery = %id, error = %e, "cannot put an early retry back; requeued");
+                    HandleOutcome::Requeue
+                }
+            };
+        }
         let audit = |outcome: &str, detail: serde_json::Value| {
             AuditEntry::new(ACTOR, "deliver", outcome)
                 .event(job.event_id)
@@ -335,12 +353,56 @@ impl DeliveryWorker {
         if let Some(delay) = retry_in
             && let Err(e) = self.bus.schedule_retry(id, delay).await
         {
-            // Requeueing makes the next attempt come early rather than never.
+            // The attempt is recorded with its due time: when the message comes back
+            // early, `deliver` puts it back to wait rather than attempting again.
             tracing::warn!(delivery = %id, error = %e, "cannot schedule the retry; requeued");
             return HandleOutcome::Requeue;
         }
         HandleOutcome::Ack
     }
+}
+
+/// Moves dead deliveries back to the queue (CLI and API). Each is marked pending, then
+/// its job is published; jobs that cannot be published are put back to `dead`, so a
+/// later replay finds them again. Returns the ids queued.
+pub async fn replay(
+    store: &dyn DeliveryStore,
+    bus: &dyn Bus,
+    ids: &[Uuid],
+    actor: &str,
+) -> Result<Vec<Uuid>, ReplayError> {
+    let marked = store.replay_dead(ids, actor).await?;
+    for (n, id) in marked.iter().enumerate() {
+        if let Err(e) = bus.publish_delivery(*id).await {
+            let (queued, unqueued) = marked.split_at(n);
+            let reason = format!("replay could not be queued: {e}");
+            store.unreplay(unqueued, &reason).await?;
+            return Err(ReplayError::Broker {
+                queued: queued.to_vec(),
+                error: e.to_string(),
+            });
+        }
+    }
+    Ok(marked)
+}
+
+/// Why a replay did not queue every delivery.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The database failed; nothing was queued.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The broker failed part-way; the rest are dead again and can be replayed later.
+    #[error(
+        "the broker is unreachable ({error}); {} deliveries were queued, the others are still dead: replay them again later",
+        queued.len()
+    )]
+    Broker {
+        /// Queued before the failure.
+        queued: Vec<Uuid>,
+        /// The broker's error.
+        error: String,
+    },
 }
 
 #[async_trait]
@@ -365,6 +427,114 @@ impl MessageHandler for DeliveryWorker {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+    use std::sync::Mutex;
+
+    use crate::bus::{BusError, QueueRole};
+    use crate::store::StoreError;
+    use tokio_util::sync::CancellationToken;
+
+    /// Deliveries marked for replay, and those put back.
+    #[derive(Default)]
+    struct ReplayStore {
+        unreplayed: Mutex<Vec<Uuid>>,
+    }
+
+    #[async_trait]
+    impl DeliveryStore for ReplayStore {
+        async fn load_delivery(&self, _: Uuid) -> Result<Option<DeliveryJob>, StoreError> {
+            Ok(None)
+        }
+        async fn finish_delivery(
+            &self,
+            _: Uuid,
+            _: Option<AttemptRecord>,
+            _: NextState,
+            _: AuditEntry,
+        ) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn replay_dead(&self, ids: &[Uuid], _: &str) -> Result<Vec<Uuid>, StoreError> {
+            Ok(ids.to_vec())
+        }
+        async fn unreplay(&self, ids: &[Uuid], reason: &str) -> Result<(), StoreError> {
+            assert!(reason.contains("replay could not be queued"), "{reason}");
+            self.unreplayed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(ids);
+            Ok(())
+        }
+    }
+
+    /// A broker that confirms `accept` publishes, then is unreachable.
+    struct FlakyBus {
+        accept: Mutex<usize>,
+    }
+
+    #[async_trait]
+    impl Bus for FlakyBus {
+        async fn publish_event(&self, _: &str, _: Uuid, _: &[u8]) -> Result<(), BusError> {
+            unreachable!("replay publishes deliveries only")
+        }
+        async fn publish_delivery(&self, _: Uuid) -> Result<(), BusError> {
+            let mut left = self.accept.lock().unwrap_or_else(|e| e.into_inner());
+            if *left == 0 {
+                return Err(BusError::Unreachable("connection refused".into()));
+            }
+            *left -= 1;
+            Ok(())
+        }
+        async fn schedule_retry(&self, _: Uuid, _: Duration) -> Result<(), BusError> {
+            unreachable!("replay schedules no retries")
+        }
+        async fn consume(
+            &self,
+            _: QueueRole,
+            _: usize,
+            _: Arc<dyn MessageHandler>,
+            _: CancellationToken,
+        ) {
+        }
+    }
+
+    #[tokio::test]
+    async fn replay_puts_back_what_it_could_not_queue() {
+        let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+        let store = ReplayStore::default();
+        let bus = FlakyBus {
+            accept: Mutex::new(1),
+        };
+        match replay(&store, &bus, &ids, "test").await {
+            Err(ReplayError::Broker { queued, .. }) => assert_eq!(queued, ids[..1]),
+            other => panic!("expected a broker failure, got {other:?}"),
+        }
+        let unreplayed = store
+            .unreplayed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        assert_eq!(
+            unreplayed,
+            ids[1..],
+            "the unqueued are dead again, to replay later"
+        );
+
+        let store = ReplayStore::default();
+        let bus = FlakyBus {
+            accept: Mutex::new(3),
+        };
+        let queued = replay(&store, &bus, &ids, "test")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(queued, ids);
+        assert!(
+            store
+                .unreplayed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+        );
+    }
 
     #[test]
     fn statuses_are_classified_like_receivers_expect() {

@@ -41,7 +41,8 @@ pub struct Endpoint {
     pub participant: String,
     /// Name, unique per participant.
     pub name: String,
-    /// `https://…` (or `http://` for loopback and tests).
+    /// `https://…` or `http://…`. Both are accepted; use `https://` for any receiver
+    /// off this machine, as `http://` sends patient data unencrypted.
     pub url: String,
     /// Signing secrets `whsec_<base64>`; all of them sign each request (rotation).
     pub secrets: Vec<String>,

@@ -32,7 +32,9 @@ pub enum StoreError {
 /// An accepted input, about to be published.
 #[derive(Debug)]
 pub struct IngestRecord<'a> {
-    /// Dedupe namespace: the sender (e.g. `hl7v2:<MSH-3>|<MSH-4>`).
+    /// Dedupe namespace, the sender: `<format>|<sending system>|<facility>`, e.g.
+    /// `hl7v2|HIS|1319999999` (for HL7 v2: MSH-3 and the code from MSH-4 or EVN-7). An
+    /// absent sending system is empty; an absent facility is the event's `source`.
     pub source_key: &'a str,
     /// The sender's message id (MSH-10…).
     pub message_id: &'a str,
@@ -180,6 +182,8 @@ pub struct DeliveryJob {
     pub status: String,
     /// Attempts made so far.
     pub attempts: i32,
+    /// When a waiting retry is due (`retrying` only).
+    pub next_attempt_at: Option<DateTime<Utc>>,
     /// Recipient.
     pub participant_id: String,
     /// Recipient's facility.
@@ -252,6 +256,9 @@ pub trait DeliveryStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Moves dead deliveries back to pending for a replay; returns their ids.
     async fn replay_dead(&self, ids: &[Uuid], actor: &str) -> Result<Vec<Uuid>, StoreError>;
+    /// Puts replayed deliveries whose job could not be queued back to `dead`, with the
+    /// reason, so a later replay finds them again.
+    async fn unreplay(&self, ids: &[Uuid], reason: &str) -> Result<(), StoreError>;
 }
 
 /// A row of the delivery log.

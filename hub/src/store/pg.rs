@@ -426,7 +426,7 @@ impl DeliveryStore for PgStore {
         let mut conn = self.pool.acquire().await?;
         let Some(row) = sqlx::query(
             "SELECT d.id, d.event_id, e.body::text AS body, d.sequence, d.status, d.attempts,
-                    d.participant_id, p.facility_code, e.patient_id, en.url, en.secrets, en.enabled
+                    d.next_attempt_at, d.participant_id, p.facility_code, e.patient_id, en.url, en.secrets, en.enabled
              FROM deliveries d
              JOIN events e ON e.id = d.event_id
              JOIN participants p ON p.id = d.participant_id
@@ -451,6 +451,7 @@ impl DeliveryStore for PgStore {
             sequence: row.try_get("sequence")?,
             status: row.try_get("status")?,
             attempts: row.try_get("attempts")?,
+            next_attempt_at: row.try_get("next_attempt_at")?,
             participant_id: row.try_get("participant_id")?,
             facility: row.try_get("facility_code")?,
             patient_id,
@@ -480,7 +481,7 @@ impl DeliveryStore for PgStore {
         // delivery changes nothing.
         let updated = sqlx::query(
             "UPDATE deliveries SET status = $2, attempts = COALESCE($3, attempts), next_attempt_at = $4,
-                    last_error = COALESCE($5, last_error), updated_at = now()
+                    last_error = $5, updated_at = now()
              WHERE id = $1 AND status IN ('pending', 'retrying')",
         )
         .bind(id)
@@ -543,6 +544,19 @@ impl DeliveryStore for PgStore {
         append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(replayed)
+    }
+
+    async fn unreplay(&self, ids: &[Uuid], reason: &str) -> Result<(), StoreError> {
+        // Only those no worker has touched since the replay.
+        sqlx::query(
+            "UPDATE deliveries SET status = 'dead', last_error = $2, updated_at = now()
+             WHERE id = ANY ($1) AND status = 'pending' AND attempts = 0",
+        )
+        .bind(ids)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }
 
