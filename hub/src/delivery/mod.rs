@@ -103,8 +103,12 @@ pub fn next_delay(
 ) -> Option<Duration> {
     let base = *schedule.get(retry.checked_sub(1)?)?;
     let jittered = base.mul_f64(1.0 - jitter * random_unit.clamp(0.0, 1.0));
-    Some(retry_after.map_or(jittered, |ra| ra.max(jittered)))
+    // A receiver may ask for a longer wait than the schedule's, up to a day.
+    Some(retry_after.map_or(jittered, |ra| ra.min(MAX_RETRY_AFTER).max(jittered)))
 }
+
+/// The longest `Retry-After` honoured.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// Sends webhooks for deliveries taken from the bus.
 pub struct DeliveryWorker {
@@ -599,6 +603,11 @@ mod tests {
             Some(Duration::from_secs(30))
         );
         assert_eq!(next_delay(&s, 0, 0.2, None, 0.5), None);
+        // An absurd Retry-After is capped, so the due time can always be computed.
+        assert_eq!(
+            next_delay(&s, 1, 0.2, Some(Duration::from_secs(u64::MAX / 2)), 0.5),
+            Some(MAX_RETRY_AFTER)
+        );
     }
 
     #[test]

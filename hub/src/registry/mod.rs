@@ -46,7 +46,8 @@ pub struct Endpoint {
     pub url: String,
     /// Signing secrets `whsec_<base64>`; all of them sign each request (rotation).
     pub secrets: Vec<String>,
-    /// Disabled endpoints receive nothing.
+    /// Disabled endpoints receive nothing: their deliveries are still routed and
+    /// recorded, and go dead with the reason, to replay once enabled again.
     #[serde(default = "yes")]
     pub enabled: bool,
 }

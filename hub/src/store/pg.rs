@@ -309,14 +309,16 @@ impl RouteStore for PgStore {
         patient_id: &str,
     ) -> Result<(Vec<Candidate>, Vec<Consent>), StoreError> {
         let mut conn = self.pool.acquire().await?;
-        // One candidate per participant: the first matching subscription by name.
+        // One candidate per participant: the first matching subscription by name. A
+        // disabled endpoint is still a candidate: its deliveries are recorded (and go
+        // dead with the reason) so they can be replayed once it is enabled again.
         let rows = sqlx::query(
             "SELECT DISTINCT ON (s.participant_id)
                     s.participant_id, p.facility_code, s.endpoint_name,
                     cr.role, cr.valid_from, cr.valid_until
              FROM subscriptions s
              JOIN participants p ON p.id = s.participant_id
-             JOIN endpoints e ON e.participant_id = s.participant_id AND e.name = s.endpoint_name AND e.enabled
+             JOIN endpoints e ON e.participant_id = s.participant_id AND e.name = s.endpoint_name
              LEFT JOIN care_relationships cr ON cr.participant_id = s.participant_id AND cr.patient_id = $3
              WHERE $1 = ANY (s.event_types)
                AND (cardinality(s.source_facilities) = 0 OR $2 = ANY (s.source_facilities))
