@@ -128,6 +128,14 @@ pub async fn run(
                 .context("admin API failed")
         });
     }
+    {
+        // Every process chains the audit entries its roles (and others) record.
+        let (store, shutdown) = (store.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            seal_audit_until(&store, &shutdown).await;
+            Ok(())
+        });
+    }
     tracing::info!(roles = ?roles, "renkei is up");
     while let Some(joined) = tasks.join_next().await {
         match joined {
@@ -143,4 +151,27 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Chains pending audit entries every few milliseconds until `shutdown`, then once more.
+async fn seal_audit_until(store: &PgStore, shutdown: &CancellationToken) {
+    use crate::store::pg::SEAL_BATCH;
+    let full = usize::try_from(SEAL_BATCH).unwrap_or(usize::MAX);
+    loop {
+        let pause = match store.seal_audit(SEAL_BATCH).await {
+            Ok(n) if n >= full => continue,
+            Ok(_) => std::time::Duration::from_millis(20),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot chain audit entries now; they wait");
+                std::time::Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = shutdown.cancelled() => break,
+        }
+    }
+    if let Err(e) = store.seal_all_audit().await {
+        tracing::warn!(error = %e, "audit entries left to the next sealer");
+    }
 }

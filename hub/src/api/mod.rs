@@ -280,7 +280,9 @@ async fn verify_audit(State(state): State<ApiState>) -> Result<Json<serde_json::
 pub async fn verify_chain(
     store: &dyn AdminStore,
 ) -> Result<(u64, Vec<crate::audit::ChainBreak>), StoreError> {
-    // Read the head first: rows appended while verifying are beyond it and ignored.
+    // Chain what is pending, then read the head: rows appended while verifying are
+    // beyond it and ignored.
+    store.seal_audit().await?;
     let (head_seq, head_hash) = store.audit_head().await?;
     let mut verifier = ChainVerifier::default();
     let mut after = 0;

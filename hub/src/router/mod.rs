@@ -12,7 +12,10 @@ use renkei_sdk::CanonicalEvent;
 use crate::audit::AuditEntry;
 use crate::bus::{Bus, HandleOutcome, MessageHandler};
 use crate::registry::{ConsentDecision, consent_decision};
-use crate::store::{Candidate, RouteDecision, RouteOutcome, RouteStore, StoreError};
+use crate::store::batch::GroupCommit;
+use crate::store::{
+    Candidate, RouteCommit, RouteDecision, RouteOutcome, RouteRequest, RouteStore, StoreError,
+};
 
 const ACTOR: &str = "router";
 
@@ -85,12 +88,26 @@ pub enum RouteError {
 pub struct Router {
     store: Arc<dyn RouteStore>,
     bus: Arc<dyn Bus>,
+    commits: GroupCommit<RouteRequest, RouteCommit>,
 }
 
+/// Events committed per routing transaction, at most.
+const ROUTE_BATCH: usize = 128;
+
 impl Router {
-    /// A router over a store and a bus.
+    /// A router over a store and a bus. Starts the task that commits routed events in
+    /// batches (see [`GroupCommit`]); call it inside the runtime.
     pub fn new(store: Arc<dyn RouteStore>, bus: Arc<dyn Bus>) -> Self {
-        Self { store, bus }
+        let committer = store.clone();
+        let commits = GroupCommit::spawn(ROUTE_BATCH, move |batch| {
+            let store = committer.clone();
+            async move { store.commit_routes(batch).await }
+        });
+        Self {
+            store,
+            bus,
+            commits,
+        }
     }
 
     /// Routes one event: decisions, deliveries and audit committed together, then the
@@ -141,12 +158,25 @@ impl Router {
                 }
             }
         }
-        let commit = self.store.commit_route(&event, &decisions, audit).await?;
-        for delivery in &commit.pending_deliveries {
-            self.bus.publish_delivery(*delivery).await?;
-        }
+        let event_id = event.id;
+        let commit = self
+            .commits
+            .submit(RouteRequest {
+                event,
+                decisions,
+                audit,
+            })
+            .await?;
+        // Confirms for all of the event's deliveries are awaited together.
+        futures_util::future::try_join_all(
+            commit
+                .pending_deliveries
+                .iter()
+                .map(|delivery| self.bus.publish_delivery(*delivery)),
+        )
+        .await?;
         if commit.already_routed {
-            tracing::debug!(event_id = %event.id, "event was routed before; unfinished deliveries handed on again");
+            tracing::debug!(%event_id, "event was routed before; unfinished deliveries handed on again");
         }
         Ok(commit.pending_deliveries.len())
     }

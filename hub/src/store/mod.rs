@@ -2,6 +2,7 @@
 //! and API depend on what they need and a second backend (the embedded SQLite default)
 //! can implement the same traits. [`pg::PgStore`] is the PostgreSQL implementation.
 
+pub mod batch;
 pub mod pg;
 
 use async_trait::async_trait;
@@ -164,7 +165,34 @@ pub trait RouteStore: Send + Sync {
         event: &CanonicalEvent,
         decisions: &[RouteDecision],
         audit: Vec<AuditEntry>,
-    ) -> Result<RouteCommit, StoreError>;
+    ) -> Result<RouteCommit, StoreError> {
+        let request = RouteRequest {
+            event: event.clone(),
+            decisions: decisions.to_vec(),
+            audit,
+        };
+        let mut commits = self.commit_routes(vec![request]).await?;
+        commits
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("no result for a routed event".into()))
+    }
+
+    /// [`commit_route`](Self::commit_route) for several events in one transaction:
+    /// per-participant sequence numbers follow the order of `batch`. One result per
+    /// request, in order.
+    async fn commit_routes(&self, batch: Vec<RouteRequest>)
+    -> Result<Vec<RouteCommit>, StoreError>;
+}
+
+/// One event's routing, to commit.
+#[derive(Debug, Clone)]
+pub struct RouteRequest {
+    /// The event (with `subject` set when the patient is known).
+    pub event: CanonicalEvent,
+    /// One decision per candidate.
+    pub decisions: Vec<RouteDecision>,
+    /// The audit rows of the decisions.
+    pub audit: Vec<AuditEntry>,
 }
 
 /// Everything a delivery worker needs for one attempt.
@@ -329,6 +357,9 @@ pub trait AdminStore: Send + Sync {
     async fn audit_rows(&self, after: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError>;
     /// The chain head (last seq and hash).
     async fn audit_head(&self) -> Result<(i64, Vec<u8>), StoreError>;
+    /// Chains every audit entry still pending (see the `audit_pending` migration);
+    /// returns how many.
+    async fn seal_audit(&self) -> Result<usize, StoreError>;
     /// An event by id.
     async fn event(
         &self,

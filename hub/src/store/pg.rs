@@ -1,10 +1,11 @@
 //! PostgreSQL implementation of the store traits (sqlx, migrations embedded).
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
-use renkei_sdk::{CanonicalEvent, Identifier};
+use renkei_sdk::Identifier;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
@@ -82,25 +83,16 @@ impl PgStore {
     }
 }
 
-/// Appends entries to the hash chain inside the caller's transaction. Takes the chain
-/// head's row lock, so call it last in a transaction to keep the lock short.
+/// Records audit entries inside the caller's transaction, so they commit (or not)
+/// with the decision they record. They wait in `audit_pending` until
+/// [`PgStore::seal_audit`] chains them; no lock is taken here.
 async fn append_audit(conn: &mut PgConnection, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
     if entries.is_empty() {
         return Ok(());
     }
-    let head = sqlx::query("SELECT seq, hash FROM audit_head FOR UPDATE")
-        .fetch_one(&mut *conn)
-        .await?;
-    let mut seq: i64 = head.try_get("seq")?;
-    let mut prev: Vec<u8> = head.try_get("hash")?;
     // PostgreSQL keeps microseconds: hash exactly what will be read back.
     let at = Utc::now().trunc_subsecs(6);
     let n = entries.len();
-    let (mut seqs, mut prevs, mut hashes) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
     let (mut actors, mut actions, mut outcomes) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -113,11 +105,6 @@ async fn append_audit(conn: &mut PgConnection, entries: Vec<AuditEntry>) -> Resu
         Vec::with_capacity(n),
     );
     for entry in entries {
-        seq += 1;
-        let hash = chain_hash(&prev, seq, at, &entry);
-        seqs.push(seq);
-        prevs.push(std::mem::replace(&mut prev, hash.clone()));
-        hashes.push(hash);
         actors.push(entry.actor);
         actions.push(entry.action);
         outcomes.push(entry.outcome);
@@ -127,12 +114,11 @@ async fn append_audit(conn: &mut PgConnection, entries: Vec<AuditEntry>) -> Resu
         details.push(entry.detail.to_string());
     }
     sqlx::query(
-        "INSERT INTO audit_log (seq, at, actor, action, outcome, patient_id, event_id, participant_id, detail, prev_hash, hash)
-         SELECT s, $2, a, ac, o, p, e, pa, d::jsonb, ph, h
-         FROM UNNEST($1::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[], $8::text[], $9::text[], $10::bytea[], $11::bytea[])
-              AS t(s, a, ac, o, p, e, pa, d, ph, h)",
+        "INSERT INTO audit_pending (at, actor, action, outcome, patient_id, event_id, participant_id, detail)
+         SELECT $1, a, ac, o, p, e, pa, d::jsonb
+         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[], $7::text[], $8::text[])
+              AS t(a, ac, o, p, e, pa, d)",
     )
-    .bind(&seqs)
     .bind(at)
     .bind(&actors)
     .bind(&actions)
@@ -141,17 +127,136 @@ async fn append_audit(conn: &mut PgConnection, entries: Vec<AuditEntry>) -> Resu
     .bind(&events)
     .bind(&participants)
     .bind(&details)
-    .bind(&prevs)
-    .bind(&hashes)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2")
-        .bind(seq)
-        .bind(&prev)
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }
+
+impl PgStore {
+    /// Moves up to `max` pending audit entries, oldest first, into the hash chain;
+    /// returns how many. Sealers in several processes take turns on the chain head's
+    /// row lock, and each reads the pending entries only once it holds it.
+    pub async fn seal_audit(&self, max: i64) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let head = sqlx::query("SELECT seq, hash FROM audit_head FOR UPDATE")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut seq: i64 = head.try_get("seq")?;
+        let mut prev: Vec<u8> = head.try_get("hash")?;
+        let pending = sqlx::query(
+            "SELECT id, at, actor, action, outcome, patient_id, event_id, participant_id, detail::text AS detail
+             FROM audit_pending ORDER BY id LIMIT $1",
+        )
+        .bind(max)
+        .fetch_all(&mut *tx)
+        .await?;
+        if pending.is_empty() {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        let n = pending.len();
+        let mut ids = Vec::with_capacity(n);
+        let (mut seqs, mut ats, mut prevs, mut hashes) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut actors, mut actions, mut outcomes) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut patients, mut events, mut participants, mut details) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for row in &pending {
+            let detail: String = row.try_get("detail")?;
+            let at: DateTime<Utc> = row.try_get("at")?;
+            let entry = AuditEntry {
+                actor: row.try_get("actor")?,
+                action: row.try_get("action")?,
+                outcome: row.try_get("outcome")?,
+                patient_id: row.try_get("patient_id")?,
+                event_id: row.try_get("event_id")?,
+                participant_id: row.try_get("participant_id")?,
+                detail: serde_json::from_str(&detail)
+                    .map_err(|e| corrupt("audit_pending.detail", e))?,
+            };
+            seq += 1;
+            let hash = chain_hash(&prev, seq, at, &entry);
+            ids.push(row.try_get::<i64, _>("id")?);
+            seqs.push(seq);
+            ats.push(at);
+            prevs.push(std::mem::replace(&mut prev, hash.clone()));
+            hashes.push(hash);
+            actors.push(entry.actor);
+            actions.push(entry.action);
+            outcomes.push(entry.outcome);
+            patients.push(entry.patient_id);
+            events.push(entry.event_id);
+            participants.push(entry.participant_id);
+            details.push(detail);
+        }
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at, actor, action, outcome, patient_id, event_id, participant_id, detail, prev_hash, hash)
+             SELECT s, t, a, ac, o, p, e, pa, d::jsonb, ph, h
+             FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[], $8::text[], $9::text[], $10::bytea[], $11::bytea[])
+                  AS u(s, t, a, ac, o, p, e, pa, d, ph, h)",
+        )
+        .bind(&seqs)
+        .bind(&ats)
+        .bind(&actors)
+        .bind(&actions)
+        .bind(&outcomes)
+        .bind(&patients)
+        .bind(&events)
+        .bind(&participants)
+        .bind(&details)
+        .bind(&prevs)
+        .bind(&hashes)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM audit_pending WHERE id = ANY ($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2")
+            .bind(seq)
+            .bind(&prev)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// After an administrative write: chain its audit entries now, so they are in the
+    /// log even when no hub process runs. A failure is only logged: the next sealer
+    /// (any `renkei up`, or `renkei audit verify`) chains them.
+    async fn seal_soon(&self) {
+        if let Err(e) = self.seal_all_audit().await {
+            tracing::warn!(error = %e, "audit entries recorded but not yet chained");
+        }
+    }
+
+    /// Seals until nothing is pending (entries committed meanwhile included).
+    pub async fn seal_all_audit(&self) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let n = self.seal_audit(SEAL_BATCH).await?;
+            total += n;
+            if n < usize::try_from(SEAL_BATCH).unwrap_or(usize::MAX) {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Audit entries chained per sealing transaction.
+pub const SEAL_BATCH: i64 = 2000;
 
 #[async_trait]
 impl IngestStore for PgStore {
@@ -354,71 +459,170 @@ impl RouteStore for PgStore {
         Ok((candidates, consents))
     }
 
-    async fn commit_route(
+    async fn commit_routes(
         &self,
-        event: &CanonicalEvent,
-        decisions: &[RouteDecision],
-        audit: Vec<AuditEntry>,
-    ) -> Result<RouteCommit, StoreError> {
-        let body = serde_json::to_string(event).map_err(|e| corrupt("event", e))?;
+        batch: Vec<RouteRequest>,
+    ) -> Result<Vec<RouteCommit>, StoreError> {
+        let n = batch.len();
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
+
+        // The events; an id already stored was routed before (a redelivery).
+        let (mut ids, mut types, mut sources, mut times, mut patients, mut bodies) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for r in &batch {
+            ids.push(r.event.id);
+            types.push(r.event.event_type.as_str());
+            sources.push(r.event.source.as_str());
+            times.push(r.event.time);
+            patients.push(r.event.subject.as_deref());
+            bodies.push(serde_json::to_string(&r.event).map_err(|e| corrupt("event", e))?);
+        }
+        let inserted: HashSet<Uuid> = sqlx::query_scalar(
             "INSERT INTO events (id, event_type, source, time, patient_id, body)
-             VALUES ($1, $2, $3, $4, $5, $6::text::jsonb)
+             SELECT i, t, s, tm, p, b::jsonb
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
+                  AS u(i, t, s, tm, p, b)
              ON CONFLICT (id) DO NOTHING RETURNING id",
         )
-        .bind(event.id)
-        .bind(event.event_type.as_str())
-        .bind(&event.source)
-        .bind(event.time)
-        .bind(event.subject.as_deref())
-        .bind(&body)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if inserted.is_none() {
-            let pending = sqlx::query_scalar(
-                "SELECT id FROM deliveries WHERE event_id = $1 AND status = 'pending'",
+        .bind(&ids)
+        .bind(&types)
+        .bind(&sources)
+        .bind(&times)
+        .bind(&patients)
+        .bind(&bodies)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        // Only the first request for an id routes it, even within one batch.
+        let mut first = HashSet::with_capacity(n);
+        let new: Vec<bool> = batch
+            .iter()
+            .map(|r| inserted.contains(&r.event.id) && first.insert(r.event.id))
+            .collect();
+
+        // Sequence numbers: each participant's counter moves once per batch, locked in
+        // id order so concurrent batches (other processes) cannot deadlock.
+        fn delivering(r: &RouteRequest) -> impl Iterator<Item = &RouteDecision> {
+            r.decisions
+                .iter()
+                .filter(|d| d.outcome == RouteOutcome::Deliver)
+        }
+        let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
+        for (r, _) in batch.iter().zip(&new).filter(|(_, new)| **new) {
+            for d in delivering(r) {
+                *wanted.entry(d.participant_id.as_str()).or_default() += 1;
+            }
+        }
+        let mut next: HashMap<String, i64> = HashMap::with_capacity(wanted.len());
+        if !wanted.is_empty() {
+            let (who, how_many): (Vec<&str>, Vec<i64>) =
+                wanted.iter().map(|(p, k)| (*p, *k)).unzip();
+            sqlx::query("SELECT id FROM participants WHERE id = ANY ($1) ORDER BY id FOR UPDATE")
+                .bind(&who)
+                .execute(&mut *tx)
+                .await?;
+            let rows = sqlx::query(
+                "UPDATE participants p SET last_sequence = p.last_sequence + u.k
+                 FROM UNNEST($1::text[], $2::bigint[]) AS u(id, k)
+                 WHERE p.id = u.id RETURNING p.id, p.last_sequence",
             )
-            .bind(event.id)
+            .bind(&who)
+            .bind(&how_many)
             .fetch_all(&mut *tx)
             .await?;
-            tx.commit().await?;
-            return Ok(RouteCommit {
-                pending_deliveries: pending,
-                already_routed: true,
-            });
+            for row in rows {
+                let id: String = row.try_get("id")?;
+                let last: i64 = row.try_get("last_sequence")?;
+                let k = wanted.get(id.as_str()).copied().unwrap_or_default();
+                next.insert(id, last - k + 1);
+            }
         }
-        let mut pending = Vec::new();
-        for decision in decisions
-            .iter()
-            .filter(|d| d.outcome == RouteOutcome::Deliver)
-        {
-            let sequence: i64 = sqlx::query_scalar(
-                "UPDATE participants SET last_sequence = last_sequence + 1 WHERE id = $1 RETURNING last_sequence",
-            )
-            .bind(&decision.participant_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            let id = Uuid::now_v7();
+
+        // Deliveries of the new events, numbered in batch order; audit rows with them.
+        let mut commits: Vec<RouteCommit> = Vec::with_capacity(n);
+        let (mut d_ids, mut d_events, mut d_participants, mut d_endpoints, mut d_sequences) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut audit = Vec::new();
+        for (r, is_new) in batch.into_iter().zip(&new) {
+            let mut commit = RouteCommit {
+                pending_deliveries: Vec::new(),
+                already_routed: !is_new,
+            };
+            if *is_new {
+                for d in delivering(&r) {
+                    let sequence = next.get_mut(&d.participant_id).ok_or_else(|| {
+                        StoreError::Conflict(format!(
+                            "participant {} is not registered",
+                            d.participant_id
+                        ))
+                    })?;
+                    let id = Uuid::now_v7();
+                    d_ids.push(id);
+                    d_events.push(r.event.id);
+                    d_participants.push(d.participant_id.clone());
+                    d_endpoints.push(d.endpoint_name.clone());
+                    d_sequences.push(*sequence);
+                    *sequence += 1;
+                    commit.pending_deliveries.push(id);
+                }
+                audit.extend(r.audit);
+            }
+            commits.push(commit);
+        }
+        if !d_ids.is_empty() {
             sqlx::query(
                 "INSERT INTO deliveries (id, event_id, participant_id, endpoint_name, sequence, status)
-                 VALUES ($1, $2, $3, $4, $5, 'pending')",
+                 SELECT i, e, p, n, s, 'pending'
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[]) AS u(i, e, p, n, s)",
             )
-            .bind(id)
-            .bind(event.id)
-            .bind(&decision.participant_id)
-            .bind(&decision.endpoint_name)
-            .bind(sequence)
+            .bind(&d_ids)
+            .bind(&d_events)
+            .bind(&d_participants)
+            .bind(&d_endpoints)
+            .bind(&d_sequences)
             .execute(&mut *tx)
             .await?;
-            pending.push(id);
+        }
+
+        // Redeliveries: hand on again whatever is still pending.
+        let again: Vec<Uuid> = commits
+            .iter()
+            .zip(&ids)
+            .filter(|(c, _)| c.already_routed)
+            .map(|(_, id)| *id)
+            .collect();
+        if !again.is_empty() {
+            let rows = sqlx::query(
+                "SELECT id, event_id FROM deliveries WHERE event_id = ANY ($1) AND status = 'pending'",
+            )
+            .bind(&again)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut pending: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+            for row in rows {
+                pending
+                    .entry(row.try_get("event_id")?)
+                    .or_default()
+                    .push(row.try_get("id")?);
+            }
+            // Once per event: not again for an event this batch has just routed.
+            let mut handed: HashSet<Uuid> = first;
+            for (commit, id) in commits.iter_mut().zip(&ids) {
+                if commit.already_routed && handed.insert(*id) {
+                    commit.pending_deliveries = pending.remove(id).unwrap_or_default();
+                }
+            }
         }
         append_audit(&mut tx, audit).await?;
         tx.commit().await?;
-        Ok(RouteCommit {
-            pending_deliveries: pending,
-            already_routed: false,
-        })
+        Ok(commits)
     }
 }
 
@@ -545,6 +749,7 @@ impl DeliveryStore for PgStore {
         }
         append_audit(&mut tx, audit).await?;
         tx.commit().await?;
+        self.seal_soon().await;
         Ok(replayed)
     }
 
@@ -785,6 +990,7 @@ impl AdminStore for PgStore {
             append_audit(&mut tx, vec![audit]).await?;
         }
         tx.commit().await?;
+        self.seal_soon().await;
         Ok(changes)
     }
 
@@ -948,6 +1154,7 @@ impl AdminStore for PgStore {
         )
         .await?;
         tx.commit().await?;
+        self.seal_soon().await;
         Ok(id)
     }
 
@@ -964,6 +1171,7 @@ impl AdminStore for PgStore {
         let mut tx = self.pool.begin().await?;
         append_audit(&mut tx, entries).await?;
         tx.commit().await?;
+        self.seal_soon().await;
         Ok(())
     }
 
@@ -998,6 +1206,10 @@ impl AdminStore for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn seal_audit(&self) -> Result<usize, StoreError> {
+        self.seal_all_audit().await
     }
 
     async fn audit_head(&self) -> Result<(i64, Vec<u8>), StoreError> {
