@@ -19,7 +19,8 @@ use crate::audit::AuditEntry;
 use crate::bus::{Bus, HandleOutcome, MessageHandler};
 use crate::config::DeliverySettings;
 use crate::registry::{ConsentDecision, consent_decision};
-use crate::store::{AttemptRecord, DeliveryJob, DeliveryStore, NextState};
+use crate::store::batch::GroupCommit;
+use crate::store::{AttemptRecord, DeliveryFinish, DeliveryJob, DeliveryStore, NextState};
 use signing::{WebhookSecret, signature_header};
 
 const ACTOR: &str = "delivery";
@@ -116,7 +117,11 @@ pub struct DeliveryWorker {
     bus: Arc<dyn Bus>,
     client: reqwest::Client,
     settings: DeliverySettings,
+    finishes: GroupCommit<DeliveryFinish, ()>,
 }
+
+/// Delivery outcomes recorded per transaction, at most.
+const FINISH_BATCH: usize = 128;
 
 impl DeliveryWorker {
     /// A worker; builds its HTTP client (rustls with ring, no redirects).
@@ -132,11 +137,17 @@ impl DeliveryWorker {
             .user_agent(settings.user_agent.clone())
             .pool_max_idle_per_host(settings.concurrency)
             .build()?;
+        let committer = store.clone();
+        let finishes = GroupCommit::spawn(FINISH_BATCH, move |batch| {
+            let store = committer.clone();
+            async move { store.finish_deliveries(batch).await }
+        });
         Ok(Self {
             store,
             bus,
             client,
             settings,
+            finishes,
         })
     }
 
@@ -350,7 +361,13 @@ impl DeliveryWorker {
         entry: AuditEntry,
         retry_in: Option<Duration>,
     ) -> HandleOutcome {
-        if let Err(e) = self.store.finish_delivery(id, attempt, next, entry).await {
+        let finish = DeliveryFinish {
+            id,
+            attempt,
+            next,
+            audit: entry,
+        };
+        if let Err(e) = self.finishes.submit(finish).await {
             tracing::warn!(delivery = %id, error = %e, "cannot record the attempt; requeued");
             return HandleOutcome::Requeue;
         }
@@ -448,14 +465,11 @@ mod tests {
         async fn load_delivery(&self, _: Uuid) -> Result<Option<DeliveryJob>, StoreError> {
             Ok(None)
         }
-        async fn finish_delivery(
+        async fn finish_deliveries(
             &self,
-            _: Uuid,
-            _: Option<AttemptRecord>,
-            _: NextState,
-            _: AuditEntry,
-        ) -> Result<(), StoreError> {
-            Ok(())
+            batch: Vec<DeliveryFinish>,
+        ) -> Result<Vec<()>, StoreError> {
+            Ok(vec![(); batch.len()])
         }
         async fn replay_dead(&self, ids: &[Uuid], _: &str) -> Result<Vec<Uuid>, StoreError> {
             Ok(ids.to_vec())

@@ -7,19 +7,45 @@ use renkei_sdk::{IngestOutcome, IngestSink, ReceivedInput};
 
 use crate::audit::AuditEntry;
 use crate::bus::Bus;
+use crate::store::batch::GroupCommit;
 use crate::store::{IngestClaim, IngestRecord, IngestStore, Rejection};
+use uuid::Uuid;
 
 /// Takes inputs from every source adapter.
 #[derive(Clone)]
 pub struct Ingestor {
     store: Arc<dyn IngestStore>,
     bus: Arc<dyn Bus>,
+    claims: GroupCommit<IngestRecord, IngestClaim>,
+    published: GroupCommit<Uuid, ()>,
 }
 
+/// Inputs claimed per transaction, at most.
+const CLAIM_BATCH: usize = 128;
+
 impl Ingestor {
-    /// An ingestor over a store and a bus.
+    /// An ingestor over a store and a bus. Starts the tasks that commit claims and
+    /// publish marks in batches (see [`GroupCommit`]); call it inside the runtime.
     pub fn new(store: Arc<dyn IngestStore>, bus: Arc<dyn Bus>) -> Self {
-        Self { store, bus }
+        let committer = store.clone();
+        let claims = GroupCommit::spawn(CLAIM_BATCH, move |batch| {
+            let store = committer.clone();
+            async move { store.claim_ingests(batch).await }
+        });
+        let committer = store.clone();
+        let published = GroupCommit::spawn(CLAIM_BATCH, move |ids: Vec<Uuid>| {
+            let store = committer.clone();
+            async move {
+                store.mark_published(&ids).await?;
+                Ok(vec![(); ids.len()])
+            }
+        });
+        Self {
+            store,
+            bus,
+            claims,
+            published,
+        }
     }
 
     async fn publish(
@@ -32,10 +58,16 @@ impl Ingestor {
             .publish_event(event_type, event_id, json)
             .await
             .map_err(|e| e.to_string())?;
-        self.store
-            .mark_published(event_id)
-            .await
-            .map_err(|e| e.to_string())
+        // The sender is answered without waiting for the mark: if it is lost, a resend
+        // of this message publishes the event again, which the router ignores (it
+        // routes an event id once).
+        let published = self.published.clone();
+        tokio::spawn(async move {
+            if let Err(e) = published.submit(event_id).await {
+                tracing::debug!(%event_id, error = %e, "publish not marked; a resend would publish again");
+            }
+        });
+        Ok(())
     }
 }
 
@@ -65,7 +97,7 @@ impl IngestSink for Ingestor {
                 };
             }
         };
-        let json = match serde_json::to_vec(&event) {
+        let json = match serde_json::to_string(&event) {
             Ok(json) => json,
             Err(e) => {
                 return IngestOutcome::Unavailable(format!("cannot serialise the event: {e}"));
@@ -88,13 +120,15 @@ impl IngestSink for Ingestor {
                 "peer": input.source.peer,
             }));
         let claim = self
-            .store
-            .claim_ingest(IngestRecord {
-                source_key: &source_key,
-                message_id: &origin.message_id,
-                event: &event,
-                event_json: &json,
-                raw: &input.raw,
+            .claims
+            .submit(IngestRecord {
+                source_key,
+                message_id: origin.message_id.clone(),
+                event_id: event.id,
+                event_type: event.event_type,
+                raw_sha256: origin.raw_sha256.clone(),
+                event_json: json.clone(),
+                raw: input.raw,
                 audit,
             })
             .await;
@@ -102,7 +136,7 @@ impl IngestSink for Ingestor {
             Err(e) => return IngestOutcome::Unavailable(e.to_string()),
             Ok(IngestClaim::AlreadyPublished { event_id }) => (event_id, true),
             Ok(IngestClaim::New) => match self
-                .publish(event.event_type.as_str(), event.id, &json)
+                .publish(event.event_type.as_str(), event.id, json.as_bytes())
                 .await
             {
                 Ok(()) => (event.id, false),

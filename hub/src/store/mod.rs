@@ -7,7 +7,7 @@ pub mod pg;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use renkei_sdk::{CanonicalEvent, Identifier};
+use renkei_sdk::{CanonicalEvent, EventType, Identifier};
 use uuid::Uuid;
 
 use crate::audit::{AuditEntry, AuditRow};
@@ -32,25 +32,29 @@ pub enum StoreError {
 
 /// An accepted input, about to be published.
 #[derive(Debug)]
-pub struct IngestRecord<'a> {
+pub struct IngestRecord {
     /// Dedupe namespace, the sender: `<format>|<sending system>|<facility>`, e.g.
     /// `hl7v2|HIS|1319999999` (for HL7 v2: MSH-3 and the code from MSH-4 or EVN-7). An
     /// absent sending system is empty; an absent facility is the event's `source`.
-    pub source_key: &'a str,
+    pub source_key: String,
     /// The sender's message id (MSH-10…).
-    pub message_id: &'a str,
-    /// The normalised event.
-    pub event: &'a CanonicalEvent,
+    pub message_id: String,
+    /// The event's id.
+    pub event_id: Uuid,
+    /// The event's type.
+    pub event_type: EventType,
+    /// SHA-256 (hex) of the raw input.
+    pub raw_sha256: String,
     /// The event serialised as it will be published.
-    pub event_json: &'a [u8],
+    pub event_json: String,
     /// The raw input.
-    pub raw: &'a [u8],
+    pub raw: Vec<u8>,
     /// Audit entry for the acceptance.
     pub audit: AuditEntry,
 }
 
 /// Whether an input was seen before.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngestClaim {
     /// First time: publish it.
     New,
@@ -88,10 +92,13 @@ pub struct Rejection<'a> {
 /// Ingest-side persistence.
 #[async_trait]
 pub trait IngestStore: Send + Sync {
-    /// Records an accepted input unless the same (source, message id) was seen.
-    async fn claim_ingest(&self, record: IngestRecord<'_>) -> Result<IngestClaim, StoreError>;
-    /// Marks an ingest as confirmed by the broker.
-    async fn mark_published(&self, event_id: Uuid) -> Result<(), StoreError>;
+    /// Records accepted inputs, each unless the same (source, message id) was seen;
+    /// one claim per record, in order. A record repeating an earlier one of the same
+    /// batch is `NotYetPublished` (published again rather than risk never).
+    async fn claim_ingests(&self, batch: Vec<IngestRecord>)
+    -> Result<Vec<IngestClaim>, StoreError>;
+    /// Marks ingests as confirmed by the broker.
+    async fn mark_published(&self, event_ids: &[Uuid]) -> Result<(), StoreError>;
     /// Keeps a refused input (raw bytes and reason) and audits it; returns its id.
     async fn record_rejection(&self, rejection: Rejection<'_>) -> Result<Uuid, StoreError>;
 }
@@ -245,6 +252,19 @@ pub struct AttemptRecord {
     pub outcome: String,
 }
 
+/// One delivery's outcome, to record.
+#[derive(Debug, Clone)]
+pub struct DeliveryFinish {
+    /// The delivery.
+    pub id: Uuid,
+    /// The attempt made, if one was.
+    pub attempt: Option<AttemptRecord>,
+    /// Its next state.
+    pub next: NextState,
+    /// The audit row.
+    pub audit: AuditEntry,
+}
+
 /// Where a delivery goes next.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NextState {
@@ -281,7 +301,19 @@ pub trait DeliveryStore: Send + Sync {
         attempt: Option<AttemptRecord>,
         next: NextState,
         audit: AuditEntry,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.finish_deliveries(vec![DeliveryFinish {
+            id,
+            attempt,
+            next,
+            audit,
+        }])
+        .await
+        .map(|_| ())
+    }
+    /// [`finish_delivery`](Self::finish_delivery) for several deliveries in one
+    /// transaction; one result per request.
+    async fn finish_deliveries(&self, batch: Vec<DeliveryFinish>) -> Result<Vec<()>, StoreError>;
     /// Moves dead deliveries back to pending for a replay; returns their ids.
     async fn replay_dead(&self, ids: &[Uuid], actor: &str) -> Result<Vec<Uuid>, StoreError>;
     /// Puts replayed deliveries whose job could not be queued back to `dead`, with the

@@ -260,54 +260,116 @@ pub const SEAL_BATCH: i64 = 2000;
 
 #[async_trait]
 impl IngestStore for PgStore {
-    async fn claim_ingest(&self, record: IngestRecord<'_>) -> Result<IngestClaim, StoreError> {
+    async fn claim_ingests(
+        &self,
+        batch: Vec<IngestRecord>,
+    ) -> Result<Vec<IngestClaim>, StoreError> {
+        let n = batch.len();
+        let (mut keys, mut message_ids, mut event_ids, mut types, mut shas, mut raws, mut jsons) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let mut audits = Vec::with_capacity(n);
+        for r in batch {
+            keys.push(r.source_key);
+            message_ids.push(r.message_id);
+            event_ids.push(r.event_id);
+            types.push(r.event_type.as_str());
+            shas.push(r.raw_sha256);
+            raws.push(r.raw);
+            jsons.push(r.event_json);
+            audits.push(r.audit);
+        }
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
+        let inserted: HashSet<Uuid> = sqlx::query_scalar(
             "INSERT INTO ingests (source_key, message_id, event_id, event_type, raw_sha256, raw, event)
-             VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb)
+             SELECT k, m, e, t, h, r, j::jsonb
+             FROM UNNEST($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::bytea[], $7::text[])
+                  AS u(k, m, e, t, h, r, j)
              ON CONFLICT (source_key, message_id) DO NOTHING
              RETURNING event_id",
         )
-        .bind(record.source_key)
-        .bind(record.message_id)
-        .bind(record.event.id)
-        .bind(record.event.event_type.as_str())
-        .bind(&record.event.data.origin.raw_sha256)
-        .bind(record.raw)
-        .bind(std::str::from_utf8(record.event_json).map_err(|e| corrupt("event JSON", e))?)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if inserted.is_some() {
-            append_audit(&mut tx, vec![record.audit]).await?;
-            tx.commit().await?;
-            return Ok(IngestClaim::New);
+        .bind(&keys)
+        .bind(&message_ids)
+        .bind(&event_ids)
+        .bind(&types)
+        .bind(&shas)
+        .bind(&raws)
+        .bind(&jsons)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let accepted: Vec<AuditEntry> = audits
+            .into_iter()
+            .zip(&event_ids)
+            .filter(|(_, id)| inserted.contains(id))
+            .map(|(audit, _)| audit)
+            .collect();
+        append_audit(&mut tx, accepted).await?;
+
+        // Seen before: what was stored the first time.
+        let mut seen: HashMap<(String, String), IngestClaim> = HashMap::new();
+        if inserted.len() < n {
+            let (k, m): (Vec<&str>, Vec<&str>) = keys
+                .iter()
+                .zip(&message_ids)
+                .zip(&event_ids)
+                .filter(|(_, id)| !inserted.contains(id))
+                .map(|((k, m), _)| (k.as_str(), m.as_str()))
+                .unzip();
+            let rows = sqlx::query(
+                "SELECT i.source_key, i.message_id, i.event_id, i.event_type,
+                        i.published_at IS NOT NULL AS published, i.event::text AS event
+                 FROM ingests i JOIN UNNEST($1::text[], $2::text[]) AS u(k, m)
+                   ON i.source_key = u.k AND i.message_id = u.m",
+            )
+            .bind(&k)
+            .bind(&m)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in rows {
+                let event_id: Uuid = row.try_get("event_id")?;
+                let claim = if row.try_get::<bool, _>("published")? {
+                    IngestClaim::AlreadyPublished { event_id }
+                } else {
+                    IngestClaim::NotYetPublished {
+                        event_id,
+                        event_json: row.try_get::<String, _>("event")?.into_bytes(),
+                        event_type: row.try_get("event_type")?,
+                    }
+                };
+                seen.insert(
+                    (row.try_get("source_key")?, row.try_get("message_id")?),
+                    claim,
+                );
+            }
         }
-        let row = sqlx::query(
-            "SELECT event_id, event_type, published_at IS NOT NULL AS published, event::text AS event
-             FROM ingests WHERE source_key = $1 AND message_id = $2",
-        )
-        .bind(record.source_key)
-        .bind(record.message_id)
-        .fetch_one(&mut *tx)
-        .await?;
         tx.commit().await?;
-        let event_id: Uuid = row.try_get("event_id")?;
-        if row.try_get::<bool, _>("published")? {
-            Ok(IngestClaim::AlreadyPublished { event_id })
-        } else {
-            Ok(IngestClaim::NotYetPublished {
-                event_id,
-                event_json: row.try_get::<String, _>("event")?.into_bytes(),
-                event_type: row.try_get("event_type")?,
+        keys.into_iter()
+            .zip(message_ids)
+            .zip(&event_ids)
+            .map(|((k, m), id)| {
+                if inserted.contains(id) {
+                    return Ok(IngestClaim::New);
+                }
+                seen.get(&(k, m)).cloned().ok_or_else(|| {
+                    StoreError::Corrupt(format!("ingest of event {id} neither stored nor found"))
+                })
             })
-        }
+            .collect()
     }
 
-    async fn mark_published(&self, event_id: Uuid) -> Result<(), StoreError> {
+    async fn mark_published(&self, event_ids: &[Uuid]) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE ingests SET published_at = now() WHERE event_id = $1 AND published_at IS NULL",
+            "UPDATE ingests SET published_at = now() WHERE event_id = ANY ($1) AND published_at IS NULL",
         )
-        .bind(event_id)
+        .bind(event_ids)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -668,57 +730,102 @@ impl DeliveryStore for PgStore {
         }))
     }
 
-    async fn finish_delivery(
-        &self,
-        id: Uuid,
-        attempt: Option<AttemptRecord>,
-        next: NextState,
-        audit: AuditEntry,
-    ) -> Result<(), StoreError> {
+    async fn finish_deliveries(&self, batch: Vec<DeliveryFinish>) -> Result<Vec<()>, StoreError> {
+        let n = batch.len();
+        let (mut ids, mut statuses, mut attempts, mut next_ats, mut errors) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for f in &batch {
+            let (status, next_at, error): (&str, Option<DateTime<Utc>>, Option<&str>) =
+                match &f.next {
+                    NextState::Delivered => ("delivered", None, None),
+                    NextState::Retry { at, error } => ("retrying", Some(*at), Some(error)),
+                    NextState::Dead { reason } => ("dead", None, Some(reason)),
+                    NextState::Cancelled { reason } => ("cancelled", None, Some(reason)),
+                };
+            ids.push(f.id);
+            statuses.push(status);
+            attempts.push(f.attempt.as_ref().map(|a| a.attempt));
+            next_ats.push(next_at);
+            errors.push(error);
+        }
         let mut tx = self.pool.begin().await?;
-        let (status, next_at, error): (&str, Option<DateTime<Utc>>, Option<&str>) = match &next {
-            NextState::Delivered => ("delivered", None, None),
-            NextState::Retry { at, error } => ("retrying", Some(*at), Some(error)),
-            NextState::Dead { reason } => ("dead", None, Some(reason)),
-            NextState::Cancelled { reason } => ("cancelled", None, Some(reason)),
-        };
-        let attempts = attempt.as_ref().map(|a| a.attempt);
         // Only a delivery still in flight moves; a duplicate message for a finished
         // delivery changes nothing.
-        let updated = sqlx::query(
-            "UPDATE deliveries SET status = $2, attempts = COALESCE($3, attempts), next_attempt_at = $4,
-                    last_error = $5, updated_at = now()
-             WHERE id = $1 AND status IN ('pending', 'retrying')",
+        let moved: HashSet<Uuid> = sqlx::query_scalar(
+            "UPDATE deliveries d SET status = u.st, attempts = COALESCE(u.n, d.attempts),
+                    next_attempt_at = u.na, last_error = u.le, updated_at = now()
+             FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::timestamptz[], $5::text[])
+                  AS u(id, st, n, na, le)
+             WHERE d.id = u.id AND d.status IN ('pending', 'retrying')
+             RETURNING d.id",
         )
-        .bind(id)
-        .bind(status)
-        .bind(attempts)
-        .bind(next_at)
-        .bind(error)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(());
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&attempts)
+        .bind(&next_ats)
+        .bind(&errors)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let mut audit = Vec::with_capacity(moved.len());
+        let mut recorded = HashSet::with_capacity(moved.len());
+        let (
+            mut a_ids,
+            mut a_numbers,
+            mut a_starts,
+            mut a_durations,
+            mut a_codes,
+            mut a_errors,
+            mut a_outcomes,
+        ) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for f in batch {
+            // Once per delivery, even if it came twice in this batch.
+            if !moved.contains(&f.id) || !recorded.insert(f.id) {
+                continue;
+            }
+            if let Some(a) = f.attempt {
+                a_ids.push(f.id);
+                a_numbers.push(a.attempt);
+                a_starts.push(a.started_at);
+                a_durations.push(a.duration_ms);
+                a_codes.push(a.status_code);
+                a_errors.push(a.error);
+                a_outcomes.push(a.outcome);
+            }
+            audit.push(f.audit);
         }
-        if let Some(a) = attempt {
+        if !a_ids.is_empty() {
             sqlx::query(
                 "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, outcome)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::timestamptz[], $4::int[], $5::int[], $6::text[], $7::text[])",
             )
-            .bind(id)
-            .bind(a.attempt)
-            .bind(a.started_at)
-            .bind(a.duration_ms)
-            .bind(a.status_code)
-            .bind(a.error)
-            .bind(a.outcome)
+            .bind(&a_ids)
+            .bind(&a_numbers)
+            .bind(&a_starts)
+            .bind(&a_durations)
+            .bind(&a_codes)
+            .bind(&a_errors)
+            .bind(&a_outcomes)
             .execute(&mut *tx)
             .await?;
         }
-        append_audit(&mut tx, vec![audit]).await?;
+        append_audit(&mut tx, audit).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(vec![(); n])
     }
 
     async fn replay_dead(&self, ids: &[Uuid], actor: &str) -> Result<Vec<Uuid>, StoreError> {
