@@ -113,11 +113,11 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// Sends webhooks for deliveries taken from the bus.
 pub struct DeliveryWorker {
-    store: Arc<dyn DeliveryStore>,
     bus: Arc<dyn Bus>,
     client: reqwest::Client,
     settings: DeliverySettings,
     finishes: GroupCommit<DeliveryFinish, ()>,
+    loads: GroupCommit<Uuid, Option<DeliveryJob>>,
 }
 
 /// Delivery outcomes recorded per transaction, at most.
@@ -142,12 +142,18 @@ impl DeliveryWorker {
             let store = committer.clone();
             async move { store.finish_deliveries(batch).await }
         });
+        // Concurrent workers' reads are batched the same way.
+        let reader = store.clone();
+        let loads = GroupCommit::spawn(FINISH_BATCH, move |ids| {
+            let store = reader.clone();
+            async move { store.load_deliveries(ids).await }
+        });
         Ok(Self {
-            store,
             bus,
             client,
             settings,
             finishes,
+            loads,
         })
     }
 
@@ -199,7 +205,7 @@ impl DeliveryWorker {
 
     /// Runs one delivery; returns what to do with its bus message.
     pub async fn deliver(&self, id: Uuid) -> HandleOutcome {
-        let job = match self.store.load_delivery(id).await {
+        let job = match self.loads.submit(id).await {
             Ok(Some(job)) => job,
             Ok(None) => {
                 tracing::warn!(delivery = %id, "no such delivery; message dropped");
@@ -462,8 +468,11 @@ mod tests {
 
     #[async_trait]
     impl DeliveryStore for ReplayStore {
-        async fn load_delivery(&self, _: Uuid) -> Result<Option<DeliveryJob>, StoreError> {
-            Ok(None)
+        async fn load_deliveries(
+            &self,
+            ids: Vec<Uuid>,
+        ) -> Result<Vec<Option<DeliveryJob>>, StoreError> {
+            Ok(vec![None; ids.len()])
         }
         async fn finish_deliveries(
             &self,

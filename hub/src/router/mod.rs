@@ -14,7 +14,8 @@ use crate::bus::{Bus, HandleOutcome, MessageHandler};
 use crate::registry::{ConsentDecision, consent_decision};
 use crate::store::batch::GroupCommit;
 use crate::store::{
-    Candidate, RouteCommit, RouteDecision, RouteOutcome, RouteRequest, RouteStore, StoreError,
+    Candidate, FactsQuestion, RouteCommit, RouteDecision, RouteOutcome, RouteRequest, RouteStore,
+    RoutingFacts, StoreError,
 };
 
 const ACTOR: &str = "router";
@@ -86,8 +87,8 @@ pub enum RouteError {
 
 /// Routes events from the bus.
 pub struct Router {
-    store: Arc<dyn RouteStore>,
     bus: Arc<dyn Bus>,
+    facts: GroupCommit<FactsQuestion, RoutingFacts>,
     commits: GroupCommit<RouteRequest, RouteCommit>,
 }
 
@@ -103,9 +104,14 @@ impl Router {
             let store = committer.clone();
             async move { store.commit_routes(batch).await }
         });
+        // Concurrent events' reads are batched the same way.
+        let facts = GroupCommit::spawn(ROUTE_BATCH, move |questions| {
+            let store = store.clone();
+            async move { store.routing_facts_many(questions).await }
+        });
         Self {
-            store,
             bus,
+            facts,
             commits,
         }
     }
@@ -114,9 +120,17 @@ impl Router {
     /// deliveries handed to the workers. Safe to repeat for the same event.
     pub async fn route(&self, mut event: CanonicalEvent) -> Result<usize, RouteError> {
         let now = Utc::now();
-        let patient = self
-            .store
-            .resolve_patient(&event.data.patient.identifiers)
+        let RoutingFacts {
+            patient,
+            candidates,
+            consents,
+        } = self
+            .facts
+            .submit(FactsQuestion {
+                identifiers: event.data.patient.identifiers.clone(),
+                event_type: event.event_type,
+                source_facility: event.source_facility().map(str::to_owned),
+            })
             .await?;
         let mut decisions = Vec::new();
         let mut audit = Vec::new();
@@ -131,14 +145,6 @@ impl Router {
             ),
             Some(patient_id) => {
                 event.subject = Some(patient_id.clone());
-                let (candidates, consents) = self
-                    .store
-                    .routing_facts(
-                        event.event_type.as_str(),
-                        event.source_facility(),
-                        patient_id,
-                    )
-                    .await?;
                 for candidate in &candidates {
                     let decision = RouteDecision {
                         participant_id: candidate.participant_id.clone(),

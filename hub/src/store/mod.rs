@@ -164,6 +164,12 @@ pub trait RouteStore: Send + Sync {
         source_facility: Option<&str>,
         patient_id: &str,
     ) -> Result<(Vec<Candidate>, Vec<Consent>), StoreError>;
+    /// For several events at once: the patient each is about, that patient's
+    /// candidates and consents; one answer per question, in order.
+    async fn routing_facts_many(
+        &self,
+        questions: Vec<FactsQuestion>,
+    ) -> Result<Vec<RoutingFacts>, StoreError>;
     /// Stores the event, its deliveries and one audit row per decision, atomically.
     /// Idempotent: a second call for the same event id changes nothing and returns the
     /// unfinished deliveries.
@@ -189,6 +195,28 @@ pub trait RouteStore: Send + Sync {
     /// request, in order.
     async fn commit_routes(&self, batch: Vec<RouteRequest>)
     -> Result<Vec<RouteCommit>, StoreError>;
+}
+
+/// What the router needs to know about one event.
+#[derive(Debug, Clone)]
+pub struct FactsQuestion {
+    /// The event's patient identifiers.
+    pub identifiers: Vec<Identifier>,
+    /// Its type.
+    pub event_type: EventType,
+    /// The facility it comes from.
+    pub source_facility: Option<String>,
+}
+
+/// The answer to a [`FactsQuestion`].
+#[derive(Debug, Clone, Default)]
+pub struct RoutingFacts {
+    /// The hub patient, when one is registered with any of the identifiers.
+    pub patient: Option<String>,
+    /// Subscribers, with their care relationship to the patient.
+    pub candidates: Vec<Candidate>,
+    /// The patient's consents.
+    pub consents: Vec<Consent>,
 }
 
 /// One event's routing, to commit.
@@ -293,7 +321,13 @@ pub enum NextState {
 #[async_trait]
 pub trait DeliveryStore: Send + Sync {
     /// Loads a delivery with its event, endpoint and the patient's current consents.
-    async fn load_delivery(&self, id: Uuid) -> Result<Option<DeliveryJob>, StoreError>;
+    async fn load_delivery(&self, id: Uuid) -> Result<Option<DeliveryJob>, StoreError> {
+        Ok(self.load_deliveries(vec![id]).await?.pop().flatten())
+    }
+    /// [`load_delivery`](Self::load_delivery) for several ids in one read; one answer
+    /// per id, in order.
+    async fn load_deliveries(&self, ids: Vec<Uuid>)
+    -> Result<Vec<Option<DeliveryJob>>, StoreError>;
     /// Records the attempt (if any), the new state and the audit row, atomically.
     async fn finish_delivery(
         &self,

@@ -521,6 +521,123 @@ impl RouteStore for PgStore {
         Ok((candidates, consents))
     }
 
+    async fn routing_facts_many(
+        &self,
+        questions: Vec<FactsQuestion>,
+    ) -> Result<Vec<RoutingFacts>, StoreError> {
+        let n = questions.len();
+        let mut conn = self.pool.acquire().await?;
+        let mut facts = vec![RoutingFacts::default(); n];
+
+        // Patients: for each question, the lowest hub id any identifier names.
+        let (mut q_index, mut systems, mut values) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, q) in questions.iter().enumerate() {
+            for id in &q.identifiers {
+                q_index.push(i32::try_from(i).unwrap_or(i32::MAX));
+                systems.push(id.system.as_str());
+                values.push(id.value.as_str());
+            }
+        }
+        let rows = sqlx::query(
+            "SELECT w.i, min(pi.patient_id) AS patient_id
+             FROM UNNEST($1::int[], $2::text[], $3::text[]) AS w(i, system, value)
+             JOIN patient_identifiers pi ON pi.system = w.system AND pi.value = w.value
+             GROUP BY w.i",
+        )
+        .bind(&q_index)
+        .bind(&systems)
+        .bind(&values)
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
+            let i: i32 = row.try_get("i")?;
+            if let Some(f) = usize::try_from(i).ok().and_then(|i| facts.get_mut(i)) {
+                f.patient = row.try_get("patient_id")?;
+            }
+        }
+
+        // Candidates, one per participant (its first matching subscription by name),
+        // for the questions whose patient is known.
+        let (mut c_index, mut c_types, mut c_sources, mut c_patients) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (i, (q, f)) in questions.iter().zip(&facts).enumerate() {
+            if let Some(patient) = &f.patient {
+                c_index.push(i32::try_from(i).unwrap_or(i32::MAX));
+                c_types.push(q.event_type.as_str());
+                c_sources.push(q.source_facility.as_deref());
+                c_patients.push(patient.as_str());
+            }
+        }
+        if c_index.is_empty() {
+            return Ok(facts);
+        }
+        let rows = sqlx::query(
+            "SELECT DISTINCT ON (u.i, s.participant_id)
+                    u.i, s.participant_id, p.facility_code, s.endpoint_name,
+                    cr.role, cr.valid_from, cr.valid_until
+             FROM UNNEST($1::int[], $2::text[], $3::text[], $4::text[]) AS u(i, t, f, patient)
+             JOIN subscriptions s ON u.t = ANY (s.event_types)
+                  AND (cardinality(s.source_facilities) = 0 OR u.f = ANY (s.source_facilities))
+             JOIN participants p ON p.id = s.participant_id
+             JOIN endpoints e ON e.participant_id = s.participant_id AND e.name = s.endpoint_name
+             LEFT JOIN care_relationships cr ON cr.participant_id = s.participant_id AND cr.patient_id = u.patient
+             ORDER BY u.i, s.participant_id, s.name",
+        )
+        .bind(&c_index)
+        .bind(&c_types)
+        .bind(&c_sources)
+        .bind(&c_patients)
+        .fetch_all(&mut *conn)
+        .await?;
+        let patients: Vec<String> = facts.iter().filter_map(|f| f.patient.clone()).collect();
+        for row in rows {
+            let i: i32 = row.try_get("i")?;
+            let Some(f) = usize::try_from(i).ok().and_then(|i| facts.get_mut(i)) else {
+                continue;
+            };
+            let participant_id: String = row.try_get("participant_id")?;
+            let role: Option<String> = row.try_get("role")?;
+            let care_relationship = match (role, &f.patient) {
+                (Some(role), Some(patient)) => Some(CareRelationship {
+                    patient: patient.clone(),
+                    participant: participant_id.clone(),
+                    role,
+                    valid_from: row.try_get::<NaiveDate, _>("valid_from")?,
+                    valid_until: row.try_get("valid_until")?,
+                }),
+                _ => None,
+            };
+            f.candidates.push(Candidate {
+                participant_id,
+                facility: row.try_get("facility_code")?,
+                endpoint_name: row.try_get("endpoint_name")?,
+                care_relationship,
+            });
+        }
+
+        let consent_rows = sqlx::query(
+            "SELECT id, patient_id, scope, facilities, basis, valid_from, valid_until, withdrawn_at
+             FROM consents WHERE patient_id = ANY ($1) ORDER BY patient_id, id",
+        )
+        .bind(&patients)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut consents: HashMap<String, Vec<Consent>> = HashMap::new();
+        for row in &consent_rows {
+            let consent = consent_from_row(row)?;
+            consents
+                .entry(consent.patient.clone())
+                .or_default()
+                .push(consent);
+        }
+        for f in &mut facts {
+            if let Some(c) = f.patient.as_ref().and_then(|p| consents.get(p)) {
+                f.consents = c.clone();
+            }
+        }
+        Ok(facts)
+    }
+
     async fn commit_routes(
         &self,
         batch: Vec<RouteRequest>,
@@ -690,44 +807,75 @@ impl RouteStore for PgStore {
 
 #[async_trait]
 impl DeliveryStore for PgStore {
-    async fn load_delivery(&self, id: Uuid) -> Result<Option<DeliveryJob>, StoreError> {
+    async fn load_deliveries(
+        &self,
+        ids: Vec<Uuid>,
+    ) -> Result<Vec<Option<DeliveryJob>>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let Some(row) = sqlx::query(
+        let rows = sqlx::query(
             "SELECT d.id, d.event_id, e.body::text AS body, d.sequence, d.status, d.attempts,
                     d.next_attempt_at, d.participant_id, p.facility_code, e.patient_id, en.url, en.secrets, en.enabled
              FROM deliveries d
              JOIN events e ON e.id = d.event_id
              JOIN participants p ON p.id = d.participant_id
              JOIN endpoints en ON en.participant_id = d.participant_id AND en.name = d.endpoint_name
-             WHERE d.id = $1",
+             WHERE d.id = ANY ($1)",
         )
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let patient_id: Option<String> = row.try_get("patient_id")?;
-        let consents = match &patient_id {
-            Some(p) => consents_of(&mut conn, p).await?,
-            None => Vec::new(),
-        };
-        Ok(Some(DeliveryJob {
-            id: row.try_get("id")?,
-            event_id: row.try_get("event_id")?,
-            body: row.try_get::<String, _>("body")?.into_bytes(),
-            sequence: row.try_get("sequence")?,
-            status: row.try_get("status")?,
-            attempts: row.try_get("attempts")?,
-            next_attempt_at: row.try_get("next_attempt_at")?,
-            participant_id: row.try_get("participant_id")?,
-            facility: row.try_get("facility_code")?,
-            patient_id,
-            consents,
-            url: row.try_get("url")?,
-            secrets: row.try_get("secrets")?,
-            endpoint_enabled: row.try_get("enabled")?,
-        }))
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        let patients: Vec<String> = rows
+            .iter()
+            .map(|row| row.try_get::<Option<String>, _>("patient_id"))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        // Every consent of every patient concerned, in one read.
+        let mut consents: HashMap<String, Vec<Consent>> = HashMap::new();
+        if !patients.is_empty() {
+            let consent_rows = sqlx::query(
+                "SELECT id, patient_id, scope, facilities, basis, valid_from, valid_until, withdrawn_at
+                 FROM consents WHERE patient_id = ANY ($1) ORDER BY patient_id, id",
+            )
+            .bind(&patients)
+            .fetch_all(&mut *conn)
+            .await?;
+            for row in &consent_rows {
+                let consent = consent_from_row(row)?;
+                consents
+                    .entry(consent.patient.clone())
+                    .or_default()
+                    .push(consent);
+            }
+        }
+        let mut jobs: HashMap<Uuid, DeliveryJob> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let patient_id: Option<String> = row.try_get("patient_id")?;
+            let id: Uuid = row.try_get("id")?;
+            let job = DeliveryJob {
+                id,
+                event_id: row.try_get("event_id")?,
+                body: row.try_get::<String, _>("body")?.into_bytes(),
+                sequence: row.try_get("sequence")?,
+                status: row.try_get("status")?,
+                attempts: row.try_get("attempts")?,
+                next_attempt_at: row.try_get("next_attempt_at")?,
+                participant_id: row.try_get("participant_id")?,
+                facility: row.try_get("facility_code")?,
+                consents: patient_id
+                    .as_ref()
+                    .and_then(|p| consents.get(p).cloned())
+                    .unwrap_or_default(),
+                patient_id,
+                url: row.try_get("url")?,
+                secrets: row.try_get("secrets")?,
+                endpoint_enabled: row.try_get("enabled")?,
+            };
+            jobs.insert(id, job);
+        }
+        // One answer per id asked, in order (an id asked twice gets the job twice).
+        Ok(ids.iter().map(|id| jobs.get(id).cloned()).collect())
     }
 
     async fn finish_deliveries(&self, batch: Vec<DeliveryFinish>) -> Result<Vec<()>, StoreError> {
