@@ -67,15 +67,19 @@ async fn withdrawn_consent_stops_pending_delivery() -> anyhow::Result<()> {
         receiver.acknowledged().is_empty(),
         "nothing reaches the office once consent is withdrawn"
     );
-    let audited: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM audit_log
-         WHERE action = 'deliver' AND outcome = 'cancelled_by_consent'
-           AND participant_id = $1 AND patient_id = $2",
-    )
-    .bind(OFFICE)
-    .bind(PATIENT)
-    .fetch_one(&env.db)
+    // Audit entries are chained by the hub's sealer a few milliseconds after commit.
+    env.eventually("the cancellation in the audit log", || async {
+        let audited: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM audit_log
+             WHERE action = 'deliver' AND outcome = 'cancelled_by_consent'
+               AND participant_id = $1 AND patient_id = $2",
+        )
+        .bind(OFFICE)
+        .bind(PATIENT)
+        .fetch_one(&env.db)
+        .await?;
+        Ok((audited == 1).then_some(()))
+    })
     .await?;
-    assert_eq!(audited, 1);
     Ok(())
 }

@@ -328,13 +328,20 @@ impl Bus for AmqpBus {
         .await
     }
 
-    async fn publish_delivery(&self, delivery_id: Uuid) -> Result<(), BusError> {
-        let id = delivery_id.to_string();
-        let properties = BasicProperties::default().with_message_id(id.clone().into());
+    async fn publish_deliveries(&self, delivery_ids: &[Uuid]) -> Result<(), BusError> {
+        let Some(first) = delivery_ids.first() else {
+            return Ok(());
+        };
+        let body = delivery_ids
+            .iter()
+            .map(Uuid::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let properties = BasicProperties::default().with_message_id(first.to_string().into());
         self.publish(
             &self.topology.deliveries_exchange(),
             super::topology::DELIVER_KEY,
-            id.as_bytes(),
+            body.as_bytes(),
             properties,
         )
         .await

@@ -74,7 +74,13 @@ pub trait Bus: Send + Sync + 'static {
         body: &[u8],
     ) -> Result<(), BusError>;
     /// Hands a delivery to the delivery workers, confirmed.
-    async fn publish_delivery(&self, delivery_id: Uuid) -> Result<(), BusError>;
+    async fn publish_delivery(&self, delivery_id: Uuid) -> Result<(), BusError> {
+        self.publish_deliveries(&[delivery_id]).await
+    }
+    /// Hands several deliveries (an event's, for all its recipients) to the delivery
+    /// workers as one message, confirmed: one broker round trip instead of one each.
+    /// The body is the ids, comma-separated ([`delivery_ids`] reads it).
+    async fn publish_deliveries(&self, delivery_ids: &[Uuid]) -> Result<(), BusError>;
     /// Schedules a delivery's next attempt after `delay`, confirmed. The wait is the
     /// shortest retry queue not shorter than `delay` (capped at the longest).
     async fn schedule_retry(&self, delivery_id: Uuid, delay: Duration) -> Result<(), BusError>;
@@ -87,6 +93,16 @@ pub trait Bus: Send + Sync + 'static {
         handler: Arc<dyn MessageHandler>,
         shutdown: CancellationToken,
     );
+}
+
+/// The delivery ids of a delivery message (see [`Bus::publish_deliveries`]); `None`
+/// when the body is not a comma-separated list of ids.
+pub fn delivery_ids(body: &[u8]) -> Option<Vec<Uuid>> {
+    std::str::from_utf8(body)
+        .ok()?
+        .split(',')
+        .map(|id| Uuid::parse_str(id.trim()).ok())
+        .collect()
 }
 
 /// Picks the retry queue delay for a wanted delay: the shortest queue delay that is at
@@ -105,6 +121,18 @@ pub fn retry_bucket(schedule: &[Duration], wanted: Duration) -> Option<Duration>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_messages_carry_one_or_more_ids() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(delivery_ids(a.to_string().as_bytes()), Some(vec![a]));
+        assert_eq!(
+            delivery_ids(format!("{a},{b}").as_bytes()),
+            Some(vec![a, b])
+        );
+        assert_eq!(delivery_ids(format!("{a},nonsense").as_bytes()), None);
+        assert_eq!(delivery_ids(b"\xff"), None);
+    }
 
     #[test]
     fn retry_bucket_never_undercuts_the_wanted_delay_unless_capped() {

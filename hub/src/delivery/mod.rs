@@ -435,17 +435,20 @@ pub enum ReplayError {
 #[async_trait]
 impl MessageHandler for DeliveryWorker {
     async fn handle(&self, body: &[u8], _redelivered: bool) -> HandleOutcome {
-        match std::str::from_utf8(body)
-            .ok()
-            .and_then(|s| Uuid::parse_str(s).ok())
-        {
-            Some(id) => self.deliver(id).await,
-            None => {
-                tracing::error!(
-                    "a message on the delivery queue is not a delivery id; dead-lettered"
-                );
-                HandleOutcome::DeadLetter
-            }
+        let Some(ids) = crate::bus::delivery_ids(body) else {
+            tracing::error!(
+                "a message on the delivery queue is not a list of delivery ids; dead-lettered"
+            );
+            return HandleOutcome::DeadLetter;
+        };
+        // An event's deliveries go out side by side. When one cannot be finished, the
+        // whole message is handled again: those already finished are skipped then.
+        let outcomes =
+            futures_util::future::join_all(ids.into_iter().map(|id| self.deliver(id))).await;
+        if outcomes.contains(&HandleOutcome::Requeue) {
+            HandleOutcome::Requeue
+        } else {
+            HandleOutcome::Ack
         }
     }
 }
@@ -503,7 +506,7 @@ mod tests {
         async fn publish_event(&self, _: &str, _: Uuid, _: &[u8]) -> Result<(), BusError> {
             unreachable!("replay publishes deliveries only")
         }
-        async fn publish_delivery(&self, _: Uuid) -> Result<(), BusError> {
+        async fn publish_deliveries(&self, _: &[Uuid]) -> Result<(), BusError> {
             let mut left = self.accept.lock().unwrap_or_else(|e| e.into_inner());
             if *left == 0 {
                 return Err(BusError::Unreachable("connection refused".into()));

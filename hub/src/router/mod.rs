@@ -173,14 +173,10 @@ impl Router {
                 audit,
             })
             .await?;
-        // Confirms for all of the event's deliveries are awaited together.
-        futures_util::future::try_join_all(
-            commit
-                .pending_deliveries
-                .iter()
-                .map(|delivery| self.bus.publish_delivery(*delivery)),
-        )
-        .await?;
+        // All of the event's deliveries travel as one message.
+        self.bus
+            .publish_deliveries(&commit.pending_deliveries)
+            .await?;
         if commit.already_routed {
             tracing::debug!(%event_id, "event was routed before; unfinished deliveries handed on again");
         }
