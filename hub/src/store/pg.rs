@@ -288,7 +288,7 @@ impl IngestStore for PgStore {
         let mut tx = self.pool.begin().await?;
         let inserted: HashSet<Uuid> = sqlx::query_scalar(
             "INSERT INTO ingests (source_key, message_id, event_id, event_type, raw_sha256, raw, event)
-             SELECT k, m, e, t, h, r, j::jsonb
+             SELECT k, m, e, t, h, r, j::json
              FROM UNNEST($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::bytea[], $7::text[])
                   AS u(k, m, e, t, h, r, j)
              ON CONFLICT (source_key, message_id) DO NOTHING
@@ -664,7 +664,7 @@ impl RouteStore for PgStore {
         }
         let inserted: HashSet<Uuid> = sqlx::query_scalar(
             "INSERT INTO events (id, event_type, source, time, patient_id, body)
-             SELECT i, t, s, tm, p, b::jsonb
+             SELECT i, t, s, tm, p, b::json
              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
                   AS u(i, t, s, tm, p, b)
              ON CONFLICT (id) DO NOTHING RETURNING id",
