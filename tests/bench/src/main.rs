@@ -34,7 +34,7 @@ use clap::Parser;
 #[command(about = "The Renkei hub end to end beside the raw broker, in one run")]
 pub struct Args {
     /// Concurrent MLLP connections (and raw-broker publishers).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 48)]
     pub senders: usize,
     /// Events to send in throughput mode.
     #[arg(long, default_value_t = 20_000)]
