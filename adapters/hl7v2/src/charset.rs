@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use encoding_rs::{DecoderResult, Encoding, ISO_2022_JP, SHIFT_JIS, UTF_8};
 use renkei_sdk::NormalizeError;
 
-use crate::parse::ParseError;
+use crate::parse::{ParseError, scan};
 
 /// A character set the hub decodes HL7 v2 messages from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,20 +68,12 @@ impl Charset {
     pub fn from_msh18(value: &str, repetition: Option<char>) -> Result<Self, CharsetError> {
         let mut saw_2022 = false;
         let mut saw_sjis = false;
-        let reps: Box<dyn Iterator<Item = &str>> = match repetition {
-            Some(sep) => Box::new(value.split(sep)),
-            None => Box::new(std::iter::once(value)),
-        };
-        for rep in reps {
-            let key: String = rep
-                .chars()
-                .filter(|c| !matches!(c, ' ' | '-' | '_'))
-                .map(|c| c.to_ascii_uppercase())
-                .collect();
-            match key.as_str() {
-                "" | "ASCII" | "USASCII" | "ISOIR6" | "ISOIR14" | "UNICODEUTF8" | "UTF8" => {}
-                "ISOIR87" | "ISOIR159" | "ISO20221994" | "ISO2022JP" => saw_2022 = true,
-                "SHIFTJIS" | "SJIS" | "MS932" | "CP932" | "WINDOWS31J" | "ISOIR13" => {
+        let mut key = [0; KEY_CAPACITY];
+        for rep in value.split(|c| Some(c) == repetition) {
+            match charset_key(rep, &mut key) {
+                Some("" | "ASCII" | "USASCII" | "ISOIR6" | "ISOIR14" | "UNICODEUTF8" | "UTF8") => {}
+                Some("ISOIR87" | "ISOIR159" | "ISO20221994" | "ISO2022JP") => saw_2022 = true,
+                Some("SHIFTJIS" | "SJIS" | "MS932" | "CP932" | "WINDOWS31J" | "ISOIR13") => {
                     saw_sjis = true;
                 }
                 _ => {
@@ -128,6 +120,22 @@ impl Charset {
             }
         }
     }
+}
+
+/// Longer than every character set name the hub knows, once normalised.
+const KEY_CAPACITY: usize = 16;
+
+/// An `MSH-18` repetition normalised for comparison (upper case, without spaces, `-`
+/// and `_`), written into `buffer`; `None` when it cannot be a name the hub knows (not
+/// ASCII, or too long).
+fn charset_key<'b>(rep: &str, buffer: &'b mut [u8; KEY_CAPACITY]) -> Option<&'b str> {
+    let mut len = 0;
+    for c in rep.chars().filter(|c| !matches!(c, ' ' | '-' | '_')) {
+        let byte = u8::try_from(c).ok().filter(u8::is_ascii)?;
+        *buffer.get_mut(len)? = byte.to_ascii_uppercase();
+        len += 1;
+    }
+    std::str::from_utf8(buffer.get(..len)?).ok()
 }
 
 impl std::fmt::Display for Charset {
@@ -249,10 +257,7 @@ impl<'a> RawMsh<'a> {
         if !body.starts_with(b"MSH") {
             return Err(ParseError::NoMsh);
         }
-        let end = body
-            .iter()
-            .position(|&b| b == b'\r' || b == b'\n')
-            .unwrap_or(body.len());
+        let end = scan::find_line_end(body).unwrap_or(body.len());
         let line = &body[..end];
         let field_separator = *line.get(3).ok_or(ParseError::BadFieldSeparator)?;
         if !field_separator.is_ascii_punctuation() {
@@ -278,10 +283,8 @@ impl<'a> RawMsh<'a> {
     /// The raw bytes of `MSH-n` (`n >= 2`), or empty.
     pub fn field(&self, n: usize) -> &'a [u8] {
         match n.checked_sub(1) {
-            Some(index) if n >= 2 => self
-                .line
-                .split(|&b| b == self.field_separator)
-                .nth(index)
+            Some(index) if n >= 2 => scan::piece(self.line, self.field_separator, index)
+                .and_then(|range| self.line.get(range))
                 .unwrap_or_default(),
             _ => &[],
         }
@@ -328,7 +331,10 @@ pub fn decode(raw: &[u8]) -> Result<Decoded<'_>, CharsetError> {
     let text = match charset {
         Charset::Utf8 => match std::str::from_utf8(body) {
             Ok(text) => {
-                if text.contains("\u{1b}$B") || text.contains("\u{1b}$@") {
+                // The ESC test first: it spares two substring searches in the usual case.
+                if text.as_bytes().contains(&0x1b)
+                    && (text.contains("\u{1b}$B") || text.contains("\u{1b}$@"))
+                {
                     return Err(CharsetError::Mismatch {
                         declared: declared(),
                         charset,

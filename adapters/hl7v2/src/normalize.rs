@@ -29,7 +29,7 @@ use renkei_sdk::{
 
 use crate::charset::{self, shown};
 use crate::dtm;
-use crate::parse::{Component, Message, Segment};
+use crate::parse::{Component, Field, Message, Segment, SegmentFields};
 
 /// The ADT trigger events the hub normalises.
 pub const HANDLED_TRIGGERS: [&str; 9] = [
@@ -80,13 +80,21 @@ fn event_for(trigger: &str) -> Option<(EventType, Option<EventType>)> {
 
 /// A trimmed value, `None` when empty or the HL7 null `""`.
 fn text(value: Cow<'_, str>) -> Option<String> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() || trimmed == "\"\"" {
-        None
-    } else if trimmed.len() == value.len() {
+    let trimmed = present(&value)?;
+    if trimmed.len() == value.len() {
         Some(value.into_owned())
     } else {
         Some(trimmed.to_owned())
+    }
+}
+
+/// [`text`] without the copy, for values that are only looked at.
+fn present(value: &str) -> Option<&str> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() || trimmed == "\"\"" {
+        None
+    } else {
+        Some(trimmed)
     }
 }
 
@@ -131,9 +139,15 @@ fn urn_escape(value: &str) -> String {
 
 /// Joins "family given" with one ASCII space.
 fn join_name(family: Cow<'_, str>, given: Cow<'_, str>) -> Option<String> {
-    match (text(family), text(given)) {
-        (Some(f), Some(g)) => Some(format!("{f} {g}")),
-        (Some(one), None) | (None, Some(one)) => Some(one),
+    match (present(&family), present(&given)) {
+        (Some(f), Some(g)) => {
+            let mut name = String::with_capacity(f.len() + 1 + g.len());
+            name.push_str(f);
+            name.push(' ');
+            name.push_str(g);
+            Some(name)
+        }
+        (Some(one), None) | (None, Some(one)) => Some(one.to_owned()),
         (None, None) => None,
     }
 }
@@ -143,7 +157,8 @@ fn normalize_message(message: &Message<'_>, raw: &[u8]) -> Result<CanonicalEvent
     let evn = message.segment("EVN");
 
     // MSH-9 and MSH-10.
-    let message_code = msh.field(9).component(1).value();
+    let message_type = msh.field(9);
+    let message_code = message_type.component(1).value();
     let control_id = text(msh.field(10).value());
     if message_code.trim().is_empty() && control_id.is_none() {
         return Err(NormalizeError::at(
@@ -161,8 +176,7 @@ fn normalize_message(message: &Message<'_>, raw: &[u8]) -> Result<CanonicalEvent
             "the message type (MSH-9) is empty",
         ));
     }
-    let mut trigger = msh
-        .field(9)
+    let mut trigger = message_type
         .component(2)
         .value()
         .trim()
@@ -223,15 +237,16 @@ fn normalize_message(message: &Message<'_>, raw: &[u8]) -> Result<CanonicalEvent
     }
 
     // Timestamps: every one present must be valid, even if another is the event time.
-    let pv1 = message.segment("PV1");
+    // PV1 is long and read far into (PV1-44, PV1-45): split it once.
+    let pv1 = message.segment("PV1").map(|pv1| pv1.fields());
     let mut problems = Vec::new();
-    let mut timestamp = |segment: Option<Segment<'_>>, n: usize, location: &'static str| {
-        segment.and_then(|s| read_timestamp(s, n, location, &mut problems))
+    let mut timestamp = |field: Option<Field<'_>>, location: &'static str| {
+        field.and_then(|f| read_timestamp(f, location, &mut problems))
     };
-    let evn_2 = timestamp(evn, 2, "EVN-2");
-    let evn_6 = timestamp(evn, 6, "EVN-6");
-    let pv1_44 = timestamp(pv1, 44, "PV1-44");
-    let pv1_45 = timestamp(pv1, 45, "PV1-45");
+    let evn_2 = timestamp(evn.map(|s| s.field(2)), "EVN-2");
+    let evn_6 = timestamp(evn.map(|s| s.field(6)), "EVN-6");
+    let pv1_44 = timestamp(pv1.as_ref().map(|s| s.field(44)), "PV1-44");
+    let pv1_45 = timestamp(pv1.as_ref().map(|s| s.field(45)), "PV1-45");
     if let Some((location, _)) = problems.first() {
         let described: Vec<&str> = problems.iter().map(|(_, p)| p.as_str()).collect();
         return Err(NormalizeError::at(
@@ -252,7 +267,7 @@ fn normalize_message(message: &Message<'_>, raw: &[u8]) -> Result<CanonicalEvent
         Some(time) => *time,
         None => {
             let mut problems = Vec::new();
-            match read_timestamp(msh, 7, "MSH-7", &mut problems) {
+            match read_timestamp(msh.field(7), "MSH-7", &mut problems) {
                 Some(time) => time,
                 None => {
                     let reason = match problems.first() {
@@ -274,9 +289,10 @@ fn normalize_message(message: &Message<'_>, raw: &[u8]) -> Result<CanonicalEvent
         sex: sex(pid),
         insurance: insurance(message),
     };
-    let encounter = pv1.and_then(|pv1| encounter(pv1, pv1_44, pv1_45));
-    let sending_system =
-        text(msh.field(3).component(1).value()).or_else(|| text(msh.field(3).component(2).value()));
+    let encounter = pv1.and_then(|pv1| encounter(&pv1, pv1_44, pv1_45));
+    let sending_application = msh.field(3);
+    let sending_system = text(sending_application.component(1).value())
+        .or_else(|| text(sending_application.component(2).value()));
 
     let data = EventData {
         patient,
@@ -302,18 +318,18 @@ fn normalize_message(message: &Message<'_>, raw: &[u8]) -> Result<CanonicalEvent
 
 /// Reads a timestamp field; an invalid one is recorded in `problems`.
 fn read_timestamp(
-    segment: Segment<'_>,
-    n: usize,
+    field: Field<'_>,
     location: &'static str,
     problems: &mut Vec<(&'static str, String)>,
 ) -> Option<DateTime<FixedOffset>> {
-    let value = text(segment.field(n).value())?;
-    match dtm::parse(&value).and_then(dtm::Dtm::to_datetime) {
+    let raw = field.value();
+    let value = present(&raw)?;
+    match dtm::parse(value).and_then(dtm::Dtm::to_datetime) {
         Some(time) => Some(time),
         None => {
             problems.push((
                 location,
-                format!("{location} {} is not an HL7 timestamp", shown(&value)),
+                format!("{location} {} is not an HL7 timestamp", shown(value)),
             ));
             None
         }
@@ -322,21 +338,20 @@ fn read_timestamp(
 
 /// The facility code: MSH-4, else EVN-7 (first component, 10 digits).
 fn facility(msh: Segment<'_>, evn: Option<Segment<'_>>) -> Result<String, NormalizeError> {
-    let mut candidates = vec![("MSH-4", text(msh.field(4).value()))];
-    if let Some(evn) = evn {
-        candidates.push(("EVN-7", text(evn.field(7).value())));
-    }
+    let msh_4 = msh.field(4).value();
+    let evn_7 = evn.map(|evn| evn.field(7).value());
+    let candidates = [
+        ("MSH-4", present(&msh_4)),
+        ("EVN-7", evn_7.as_deref().and_then(present)),
+    ];
     if let Some(code) = candidates
         .iter()
-        .filter_map(|(_, v)| v.as_deref())
+        .filter_map(|(_, v)| *v)
         .find(|v| is_facility_code(v))
     {
         return Ok(code.to_owned());
     }
-    match candidates
-        .iter()
-        .find_map(|(l, v)| v.as_deref().map(|v| (*l, v)))
-    {
+    match candidates.iter().find_map(|(l, v)| v.map(|v| (*l, v))) {
         Some((location, value)) => Err(NormalizeError::at(
             location,
             format!(
@@ -425,10 +440,11 @@ fn person_name(pid: Segment<'_>) -> Option<PersonName> {
 
 /// PID-7: the date of birth; a value less precise than a day is left out.
 fn birth_date(pid: Segment<'_>) -> Result<Option<chrono::NaiveDate>, NormalizeError> {
-    let Some(value) = text(pid.field(7).value()) else {
+    let raw = pid.field(7).value();
+    let Some(value) = present(&raw) else {
         return Ok(None);
     };
-    match dtm::parse(&value) {
+    match dtm::parse(value) {
         Some(dtm) => Ok(dtm.has_day.then_some(dtm.date)),
         None => Err(NormalizeError::at(
             "PID-7",
@@ -465,7 +481,7 @@ fn insurance(message: &Message<'_>) -> Option<Insurance> {
 }
 
 /// PV1-7: the attending doctor, preferring the kanji (XCN.15 `I`) repetition.
-fn attending(pv1: Segment<'_>) -> Option<Practitioner> {
+fn attending(pv1: &SegmentFields<'_>) -> Option<Practitioner> {
     let field = pv1.field(7);
     let chosen = field
         .repetitions()
@@ -484,7 +500,7 @@ fn attending(pv1: Segment<'_>) -> Option<Practitioner> {
 }
 
 fn encounter(
-    pv1: Segment<'_>,
+    pv1: &SegmentFields<'_>,
     admitted_at: Option<DateTime<FixedOffset>>,
     discharged_at: Option<DateTime<FixedOffset>>,
 ) -> Option<Encounter> {

@@ -51,6 +51,7 @@ impl Percentiles {
 /// One run's figures.
 pub struct Report {
     mode: String,
+    fixed_rate: bool,
     senders: usize,
     event_bytes: usize,
     broker: Option<Baseline>,
@@ -78,6 +79,7 @@ impl Report {
                 Some(rate) => format!("fixed rate {rate} events/s for {} s", args.seconds),
                 None => format!("throughput, {} events", args.messages),
             },
+            fixed_rate: args.rate.is_some(),
             senders: args.senders,
             event_bytes,
             broker,
@@ -97,7 +99,11 @@ impl Report {
         self.load.deliveries as f64 / self.load.delivery_elapsed.as_secs_f64()
     }
 
+    /// Only in throughput mode: at a fixed rate the hub's events/s is the rate.
     fn ratio(&self) -> Option<f64> {
+        if self.fixed_rate {
+            return None;
+        }
         self.broker
             .as_ref()
             .map(|b| self.events_per_second() / b.rate())
