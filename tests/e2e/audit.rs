@@ -3,21 +3,13 @@
 
 use sqlx::Executor;
 
-use crate::harness::{Env, Roles};
-use crate::mllp::{MllpClient, conformance, send_accepted};
-use crate::receiver::Receiver;
-use crate::registry::single_office;
-use crate::spine::acknowledged;
+use crate::harness::Env;
 
 #[tokio::test]
 async fn audit_verify_finds_altered_and_removed_rows() -> anyhow::Result<()> {
     let env = Env::new().await?;
-    let receiver = Receiver::start().await?;
-    single_office(&env, &receiver).await?;
-    env.start_hub(Roles::All).await?;
-    let mut mllp = MllpClient::connect(env.mllp).await?;
-    send_accepted(&mut mllp, &conformance("hl7/a01_admit_iso2022jp.hl7")?).await?;
-    acknowledged(&env, &receiver, 1).await?;
+    // The hub's receiver and connection are kept open until the end of the test.
+    let _hub = crate::spine::one_office_after_an_admission(&env).await?;
     // registry.apply, ingest, route, deliver.
     let head: i64 = env
         .eventually("the four rows of the traffic", || async {

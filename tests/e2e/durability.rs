@@ -126,14 +126,7 @@ async fn connections_of(prefix: &str) -> anyhow::Result<BTreeSet<String>> {
 #[tokio::test]
 async fn hub_reconnects_after_broker_connection_loss() -> anyhow::Result<()> {
     let env = Env::new().await?;
-    let receiver = Receiver::start().await?;
-    single_office(&env, &receiver).await?;
-    env.start_hub(Roles::All).await?;
-
-    // Traffic first, so publisher and consumers are all in use.
-    let mut mllp = MllpClient::connect(env.mllp).await?;
-    send_accepted(&mut mllp, &conformance("hl7/a01_admit_iso2022jp.hl7")?).await?;
-    acknowledged(&env, &receiver, 1).await?;
+    let (receiver, _mllp) = crate::spine::one_office_after_an_admission(&env).await?;
 
     let before = connections_of(&env.prefix).await?;
     assert!(

@@ -13,10 +13,12 @@
 mod admin_api;
 mod audit;
 mod checks;
+mod cli;
 mod consent;
 mod durability;
 mod harness;
 mod mllp;
+mod outage;
 mod receiver;
 mod registry;
 mod spine;

@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use crate::checks::signed_canonical_event;
 use crate::harness::{Env, Roles};
-use crate::mllp::{MllpClient, conformance, control_id, send_accepted};
+use crate::mllp::{MllpClient, conformance, control_id, send_accepted, with_control_id};
 use crate::receiver::{Received, Receiver};
 use crate::registry::{HOSPITAL, LOCAL_PATIENT_ID, OFFICE, Office, PATIENT, Registry};
 
@@ -25,6 +25,19 @@ pub async fn acknowledged(
         Ok((got.len() >= n).then_some(got))
     })
     .await
+}
+
+/// A hub (every role) for one care office, already through one admission: the
+/// publisher and the consumers are all in use. Returns the office's receiver and the
+/// MLLP connection.
+pub async fn one_office_after_an_admission(env: &Env) -> anyhow::Result<(Receiver, MllpClient)> {
+    let receiver = Receiver::start().await?;
+    crate::registry::single_office(env, &receiver).await?;
+    env.start_hub(Roles::All).await?;
+    let mut mllp = MllpClient::connect(env.mllp).await?;
+    send_accepted(&mut mllp, &conformance(ADMIT)?).await?;
+    acknowledged(env, &receiver, 1).await?;
+    Ok((receiver, mllp))
 }
 
 #[tokio::test]
@@ -277,5 +290,107 @@ async fn resent_message_is_acknowledged_but_published_once() -> anyhow::Result<(
     .fetch_one(&env.db)
     .await?;
     assert_eq!(deliveries, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn reused_control_id_and_nul_bytes_are_refused_and_kept_without_harming_the_next()
+-> anyhow::Result<()> {
+    let env = Env::new().await?;
+    let receiver = Receiver::start().await?;
+    crate::registry::single_office(&env, &receiver).await?;
+    env.start_hub(Roles::All).await?;
+    let mut mllp = MllpClient::connect(env.mllp).await?;
+
+    let admit = conformance(ADMIT)?;
+    send_accepted(&mut mllp, &admit).await?;
+    // Another message under the admission's control id (an EHR whose counter was
+    // reset): answered AE, never silently taken for a resend.
+    let reused = with_control_id(&conformance(DISCHARGE)?, &control_id(&admit)?)?;
+    let ack = mllp.send(&reused).await?;
+    assert_eq!(ack.code, "AE", "{ack}");
+    let err = ack.err.as_deref().unwrap_or_default();
+    assert!(err.contains("MSH^1^10"), "ERR must locate MSH-10: {ack}");
+    assert!(err.contains("already used"), "{ack}");
+    // A NUL byte (broken framing or encoding on the sender's side).
+    let mut nul = with_control_id(&conformance(TRANSFER)?, "NUL-1")?;
+    let pid = nul
+        .windows(4)
+        .position(|w| w == b"PID|")
+        .ok_or_else(|| anyhow::anyhow!("no PID"))?;
+    nul.insert(pid + 4, 0);
+    let ack = mllp.send(&nul).await?;
+    assert_eq!(ack.code, "AE", "{ack}");
+    assert!(ack.text.contains("NUL byte"), "{ack}");
+    // The same connection goes on.
+    send_accepted(&mut mllp, &conformance(TRANSFER)?).await?;
+
+    let got = acknowledged(&env, &receiver, 2).await?;
+    let types: Vec<String> = got.iter().map(Received::event_type).collect();
+    assert_eq!(types, ["inpatient.admitted", "inpatient.transferred"]);
+    let kept: Vec<Vec<u8>> = sqlx::query_scalar("SELECT raw FROM rejected_inputs ORDER BY id")
+        .fetch_all(&env.db)
+        .await?;
+    assert_eq!(
+        kept,
+        vec![reused, nul],
+        "both refused inputs kept byte for byte"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_patient_is_audited_and_delivered_to_nobody() -> anyhow::Result<()> {
+    let env = Env::with_settings(&[("RENKEI__ROUTER__CONCURRENCY", "1")]).await?;
+    let receiver = Receiver::start().await?;
+    crate::registry::single_office(&env, &receiver).await?;
+    env.start_hub(Roles::All).await?;
+
+    let text = String::from_utf8(conformance(TRANSFER)?)?;
+    anyhow::ensure!(
+        text.contains(LOCAL_PATIENT_ID),
+        "the sample names the patient"
+    );
+    let stranger = with_control_id(
+        text.replace(LOCAL_PATIENT_ID, "0000000001").as_bytes(),
+        "STRANGER-1",
+    )?;
+    let mut mllp = MllpClient::connect(env.mllp).await?;
+    send_accepted(&mut mllp, &stranger).await?;
+    // Barrier: the registered patient's event is routed after the stranger's.
+    send_accepted(&mut mllp, &conformance(ADMIT)?).await?;
+    let got = acknowledged(&env, &receiver, 1).await?;
+    assert_eq!(got[0].event_type(), "inpatient.admitted");
+
+    let unknown: Vec<(Option<String>, serde_json::Value)> = env
+        .eventually("the patient_unknown decision in the audit log", || async {
+            let rows: Vec<(Option<String>, serde_json::Value)> = sqlx::query_as(
+                "SELECT patient_id, detail FROM audit_log
+                 WHERE action = 'route' AND outcome = 'patient_unknown'",
+            )
+            .fetch_all(&env.db)
+            .await?;
+            Ok((!rows.is_empty()).then_some(rows))
+        })
+        .await?;
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
+    assert_eq!(unknown[0].0, None, "no hub patient id to name");
+    assert!(
+        !unknown[0].1.to_string().contains("0000000001"),
+        "the audit detail must not echo the local id: {}",
+        unknown[0].1
+    );
+    assert_eq!(
+        receiver.requests().len(),
+        1,
+        "nobody got the stranger's event"
+    );
+    let deliveries: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM deliveries d JOIN ingests i ON i.event_id = d.event_id
+         WHERE i.message_id = 'STRANGER-1'",
+    )
+    .fetch_one(&env.db)
+    .await?;
+    assert_eq!(deliveries, 0);
     Ok(())
 }

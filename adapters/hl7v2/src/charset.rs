@@ -185,6 +185,15 @@ pub enum CharsetError {
         /// What the bytes really are.
         actual: Charset,
     },
+    /// The message holds a NUL byte, which HL7 v2 text never does (and which the store
+    /// could not keep inside a text value).
+    #[error(
+        "the message contains a NUL byte at offset {offset}; HL7 v2 text never does: check the sender's framing and encoding"
+    )]
+    NulByte {
+        /// Byte offset in the raw message.
+        offset: usize,
+    },
 }
 
 fn hint(looks_like: Option<Charset>, declared: Charset) -> String {
@@ -328,6 +337,12 @@ pub fn decode(raw: &[u8]) -> Result<Decoded<'_>, CharsetError> {
     let charset = msh.charset()?;
     let body = raw.get(msh.start..).unwrap_or_default();
     let declared = || shown(&msh.charset_field());
+    // 0x00 is NUL in every supported charset, so one look at the bytes covers them all.
+    if let Some(at) = body.iter().position(|&b| b == 0) {
+        return Err(CharsetError::NulByte {
+            offset: msh.start + at,
+        });
+    }
     let text = match charset {
         Charset::Utf8 => match std::str::from_utf8(body) {
             Ok(text) => {
@@ -459,6 +474,17 @@ mod tests {
                 decoded.text
             );
         }
+    }
+
+    #[test]
+    fn refuses_a_nul_byte_with_its_offset() {
+        let raw = msg("UNICODE UTF-8", b"A\0B");
+        let at = raw.iter().position(|&b| b == 0).unwrap_or_default();
+        let err = decode(&raw).err();
+        assert!(
+            matches!(err, Some(CharsetError::NulByte { offset }) if offset == at),
+            "{err:?}"
+        );
     }
 
     #[test]

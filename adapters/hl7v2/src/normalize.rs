@@ -79,6 +79,9 @@ fn event_for(trigger: &str) -> Option<(EventType, Option<EventType>)> {
 }
 
 /// A trimmed value, `None` when empty or the HL7 null `""`.
+/// The longest `MSH-10` taken (HL7 v2.7 widened the field to 199 characters; v2.5 has 20).
+pub const MAX_CONTROL_ID_CHARS: usize = 199;
+
 fn text(value: Cow<'_, str>) -> Option<String> {
     let trimmed = present(&value)?;
     if trimmed.len() == value.len() {
@@ -218,6 +221,15 @@ fn normalize_message(message: &Message<'_>, raw: &[u8]) -> Result<CanonicalEvent
             "the message control id (MSH-10) is empty: the hub needs it to acknowledge and deduplicate the message",
         ));
     };
+    if control_id.chars().count() > MAX_CONTROL_ID_CHARS {
+        return Err(NormalizeError::at(
+            "MSH-10",
+            format!(
+                "the message control id (MSH-10) is {} characters long; HL7 v2 allows at most {MAX_CONTROL_ID_CHARS}",
+                control_id.chars().count()
+            ),
+        ));
+    }
 
     let facility = facility(msh, evn)?;
 
@@ -769,6 +781,15 @@ mod tests {
             MSH.replace("|C1|", "||")
         ));
         assert_eq!(e.location.as_deref(), Some("MSH-10"));
+        let e = err(&format!(
+            "{}\rEVN||20250410\rPID|1||42",
+            MSH.replace(
+                "|C1|",
+                &format!("|{}|", "9".repeat(MAX_CONTROL_ID_CHARS + 1))
+            )
+        ));
+        assert_eq!(e.location.as_deref(), Some("MSH-10"));
+        assert!(e.reason.contains("200 characters"), "{e}");
         let e = err(&format!(
             "{}\rEVN||20250410\rPID|1||42",
             MSH.replace("1319999999", "HOSP")

@@ -512,7 +512,8 @@ fn resolve_escape(sequence: &str, d: &Delimiters, out: &mut String) -> bool {
     }
 }
 
-/// `\Xhhhh\` payload: pairs of hex digits forming UTF-8 text.
+/// `\Xhhhh\` payload: pairs of hex digits forming UTF-8 text. A payload holding NUL
+/// is not resolved (it is kept literally): no stored text may contain NUL.
 fn decode_hex(hex: &str) -> Option<String> {
     if hex.is_empty() || !hex.len().is_multiple_of(2) {
         return None;
@@ -526,6 +527,9 @@ fn decode_hex(hex: &str) -> Option<String> {
             u8::try_from(hi * 16 + lo).ok()
         })
         .collect::<Option<Vec<u8>>>()?;
+    if bytes.contains(&0) {
+        return None;
+    }
     String::from_utf8(bytes).ok()
 }
 
@@ -997,6 +1001,8 @@ mod tests {
         assert_eq!(unescape("\\Z99\\", &d), "\\Z99\\");
         assert_eq!(unescape("\\XZZ\\", &d), "\\XZZ\\");
         assert_eq!(unescape("\\X0\\", &d), "\\X0\\");
+        // NUL is never produced: no stored text may hold it.
+        assert_eq!(unescape("A\\X00\\B", &d), "A\\X00\\B");
         assert_eq!(unescape("\\.br\\", &d), "\\.br\\");
         assert_eq!(unescape("tail\\F", &d), "tail\\F");
         assert_eq!(unescape("\\\\", &d), "\\\\");

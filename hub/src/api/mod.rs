@@ -64,6 +64,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(msg) => ApiError(StatusCode::CONFLICT, msg),
+            StoreError::Rejected(msg) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, msg),
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %e, "admin API: store unavailable");
                 ApiError(

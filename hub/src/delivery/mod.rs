@@ -140,13 +140,13 @@ impl DeliveryWorker {
         let committer = store.clone();
         let finishes = GroupCommit::spawn(FINISH_BATCH, move |batch| {
             let store = committer.clone();
-            async move { store.finish_deliveries(batch).await }
+            Box::pin(async move { store.finish_deliveries(batch).await })
         });
         // Concurrent workers' reads are batched the same way.
         let reader = store.clone();
         let loads = GroupCommit::spawn(FINISH_BATCH, move |ids| {
             let store = reader.clone();
-            async move { store.load_deliveries(ids).await }
+            Box::pin(async move { store.load_deliveries(ids).await })
         });
         Ok(Self {
             bus,
@@ -473,14 +473,11 @@ mod tests {
     impl DeliveryStore for ReplayStore {
         async fn load_deliveries(
             &self,
-            ids: Vec<Uuid>,
+            ids: &[Uuid],
         ) -> Result<Vec<Option<DeliveryJob>>, StoreError> {
             Ok(vec![None; ids.len()])
         }
-        async fn finish_deliveries(
-            &self,
-            batch: Vec<DeliveryFinish>,
-        ) -> Result<Vec<()>, StoreError> {
+        async fn finish_deliveries(&self, batch: &[DeliveryFinish]) -> Result<Vec<()>, StoreError> {
             Ok(vec![(); batch.len()])
         }
         async fn replay_dead(&self, ids: &[Uuid], _: &str) -> Result<Vec<Uuid>, StoreError> {

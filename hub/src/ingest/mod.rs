@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use renkei_sdk::{IngestOutcome, IngestSink, ReceivedInput};
+use renkei_sdk::{IngestOutcome, IngestSink, NormalizeError, ReceivedInput, SourceFormat};
 
 use crate::audit::AuditEntry;
 use crate::bus::Bus;
 use crate::store::batch::GroupCommit;
-use crate::store::{IngestClaim, IngestRecord, IngestStore, Rejection};
+use crate::store::{IngestClaim, IngestRecord, IngestStore, Rejection, StoreError};
 use uuid::Uuid;
 
 /// Takes inputs from every source adapter.
@@ -30,15 +30,15 @@ impl Ingestor {
         let committer = store.clone();
         let claims = GroupCommit::spawn(CLAIM_BATCH, move |batch| {
             let store = committer.clone();
-            async move { store.claim_ingests(batch).await }
+            Box::pin(async move { store.claim_ingests(batch).await })
         });
         let committer = store.clone();
-        let published = GroupCommit::spawn(CLAIM_BATCH, move |ids: Vec<Uuid>| {
+        let published = GroupCommit::spawn(CLAIM_BATCH, move |ids: &[Uuid]| {
             let store = committer.clone();
-            async move {
-                store.mark_published(&ids).await?;
+            Box::pin(async move {
+                store.mark_published(ids).await?;
                 Ok(vec![(); ids.len()])
-            }
+            })
         });
         Self {
             store,
@@ -71,30 +71,45 @@ impl Ingestor {
     }
 }
 
+impl Ingestor {
+    /// Keeps an input the hub will never accept, with the reason. Only once it is kept
+    /// is the sender told it is refused; otherwise the sender retries later.
+    async fn refuse(
+        &self,
+        adapter: &str,
+        peer: &str,
+        error: NormalizeError,
+        raw: &[u8],
+    ) -> IngestOutcome {
+        let kept = self
+            .store
+            .record_rejection(Rejection {
+                adapter,
+                peer,
+                location: error.location.as_deref(),
+                reason: &error.reason,
+                raw,
+            })
+            .await;
+        match kept {
+            Ok(id) => {
+                tracing::info!(adapter, peer, rejected_input = %id, error = %error, "input refused and kept");
+                IngestOutcome::Rejected(error)
+            }
+            Err(e) => IngestOutcome::Unavailable(e.to_string()),
+        }
+    }
+}
+
 impl IngestSink for Ingestor {
     async fn ingest(&self, input: ReceivedInput) -> IngestOutcome {
         let adapter = input.source.adapter.as_str();
         let event = match input.normalized {
             Ok(event) => event,
             Err(error) => {
-                let kept = self
-                    .store
-                    .record_rejection(Rejection {
-                        adapter,
-                        peer: &input.source.peer,
-                        location: error.location.as_deref(),
-                        reason: &error.reason,
-                        raw: &input.raw,
-                    })
+                return self
+                    .refuse(adapter, &input.source.peer, error, &input.raw)
                     .await;
-                return match kept {
-                    Ok(id) => {
-                        tracing::info!(adapter, peer = %input.source.peer, rejected_input = %id, error = %error, "input refused and kept");
-                        IngestOutcome::Rejected(error)
-                    }
-                    // Not kept means not answered as final: the sender retries later.
-                    Err(e) => IngestOutcome::Unavailable(e.to_string()),
-                };
             }
         };
         let json = match serde_json::to_string(&event) {
@@ -128,12 +143,35 @@ impl IngestSink for Ingestor {
                 event_type: event.event_type,
                 raw_sha256: origin.raw_sha256.clone(),
                 event_json: json.clone(),
-                raw: input.raw,
+                // Kept here too, in case the claim refuses it.
+                raw: input.raw.clone(),
                 audit,
             })
             .await;
         let (event_id, duplicate) = match claim {
-            Err(e) => return IngestOutcome::Unavailable(e.to_string()),
+            Err(StoreError::Unavailable(e)) => return IngestOutcome::Unavailable(e),
+            Err(e) => {
+                let error = NormalizeError::whole(format!(
+                    "the hub cannot store this message ({e}); it was kept for an operator to look at"
+                ));
+                return self
+                    .refuse(adapter, &input.source.peer, error, &input.raw)
+                    .await;
+            }
+            Ok(IngestClaim::Reused { event_id }) => {
+                let reason = format!(
+                    "message id `{}` was already used by this sender for a different message (accepted as event {event_id}); \
+                     the hub neither overwrites nor drops it: give each message its own id",
+                    origin.message_id
+                );
+                let error = match origin.format {
+                    SourceFormat::Hl7v2 => NormalizeError::at("MSH-10", reason),
+                    _ => NormalizeError::whole(reason),
+                };
+                return self
+                    .refuse(adapter, &input.source.peer, error, &input.raw)
+                    .await;
+            }
             Ok(IngestClaim::AlreadyPublished { event_id }) => (event_id, true),
             Ok(IngestClaim::New) => match self
                 .publish(event.event_type.as_str(), event.id, json.as_bytes())

@@ -102,12 +102,12 @@ impl Router {
         let committer = store.clone();
         let commits = GroupCommit::spawn(ROUTE_BATCH, move |batch| {
             let store = committer.clone();
-            async move { store.commit_routes(batch).await }
+            Box::pin(async move { store.commit_routes(batch).await })
         });
         // Concurrent events' reads are batched the same way.
         let facts = GroupCommit::spawn(ROUTE_BATCH, move |questions| {
             let store = store.clone();
-            async move { store.routing_facts_many(questions).await }
+            Box::pin(async move { store.routing_facts_many(questions).await })
         });
         Self {
             bus,
@@ -199,6 +199,12 @@ impl MessageHandler for Router {
             Ok(deliveries) => {
                 tracing::debug!(%event_id, deliveries, "routed");
                 HandleOutcome::Ack
+            }
+            Err(RouteError::Store(e @ (StoreError::Rejected(_) | StoreError::Conflict(_)))) => {
+                // Retrying cannot help; the dead-letter queue keeps the event for an
+                // operator, and the events around it are routed as usual.
+                tracing::error!(%event_id, error = %e, "the store refuses this event; dead-lettered");
+                HandleOutcome::DeadLetter
             }
             Err(e) => {
                 tracing::warn!(%event_id, error = %e, "routing failed; the event goes back to the queue");

@@ -15,9 +15,9 @@ use crate::registry::document::{Change, RegistryDocument};
 use crate::registry::{CareRelationship, Consent, ConsentDecision};
 
 /// A storage failure. `Unavailable` means "try again later" (the MLLP sender gets `AR`,
-/// a consumer's message goes back to the queue); `Conflict` means the request itself
-/// is wrong.
-#[derive(Debug, thiserror::Error)]
+/// a consumer's message goes back to the queue); `Conflict` and `Rejected` mean the
+/// request itself is wrong, and retrying it cannot help.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached or failed transiently.
     #[error("database unavailable: {0}")]
@@ -28,6 +28,10 @@ pub enum StoreError {
     /// Stored data could not be read back (a bug or manual tampering).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The database refuses the data itself (a value it cannot hold, a key too long):
+    /// retrying the same request will never succeed.
+    #[error("the database refuses the data: {0}")]
+    Rejected(String),
 }
 
 /// An accepted input, about to be published.
@@ -72,6 +76,12 @@ pub enum IngestClaim {
         /// Its type, the routing key.
         event_type: String,
     },
+    /// The sender used this message id before for a different message (other bytes):
+    /// neither published nor stored as accepted; the caller refuses it.
+    Reused {
+        /// The event the id was first accepted as.
+        event_id: Uuid,
+    },
 }
 
 /// An input the hub will never accept.
@@ -95,8 +105,7 @@ pub trait IngestStore: Send + Sync {
     /// Records accepted inputs, each unless the same (source, message id) was seen;
     /// one claim per record, in order. A record repeating an earlier one of the same
     /// batch is `NotYetPublished` (published again rather than risk never).
-    async fn claim_ingests(&self, batch: Vec<IngestRecord>)
-    -> Result<Vec<IngestClaim>, StoreError>;
+    async fn claim_ingests(&self, batch: &[IngestRecord]) -> Result<Vec<IngestClaim>, StoreError>;
     /// Marks ingests as confirmed by the broker.
     async fn mark_published(&self, event_ids: &[Uuid]) -> Result<(), StoreError>;
     /// Keeps a refused input (raw bytes and reason) and audits it; returns its id.
@@ -168,7 +177,7 @@ pub trait RouteStore: Send + Sync {
     /// candidates and consents; one answer per question, in order.
     async fn routing_facts_many(
         &self,
-        questions: Vec<FactsQuestion>,
+        questions: &[FactsQuestion],
     ) -> Result<Vec<RoutingFacts>, StoreError>;
     /// Stores the event, its deliveries and one audit row per decision, atomically.
     /// Idempotent: a second call for the same event id changes nothing and returns the
@@ -184,7 +193,7 @@ pub trait RouteStore: Send + Sync {
             decisions: decisions.to_vec(),
             audit,
         };
-        let mut commits = self.commit_routes(vec![request]).await?;
+        let mut commits = self.commit_routes(std::slice::from_ref(&request)).await?;
         commits
             .pop()
             .ok_or_else(|| StoreError::Corrupt("no result for a routed event".into()))
@@ -193,8 +202,7 @@ pub trait RouteStore: Send + Sync {
     /// [`commit_route`](Self::commit_route) for several events in one transaction:
     /// per-participant sequence numbers follow the order of `batch`. One result per
     /// request, in order.
-    async fn commit_routes(&self, batch: Vec<RouteRequest>)
-    -> Result<Vec<RouteCommit>, StoreError>;
+    async fn commit_routes(&self, batch: &[RouteRequest]) -> Result<Vec<RouteCommit>, StoreError>;
 }
 
 /// What the router needs to know about one event.
@@ -322,12 +330,11 @@ pub enum NextState {
 pub trait DeliveryStore: Send + Sync {
     /// Loads a delivery with its event, endpoint and the patient's current consents.
     async fn load_delivery(&self, id: Uuid) -> Result<Option<DeliveryJob>, StoreError> {
-        Ok(self.load_deliveries(vec![id]).await?.pop().flatten())
+        Ok(self.load_deliveries(&[id]).await?.pop().flatten())
     }
     /// [`load_delivery`](Self::load_delivery) for several ids in one read; one answer
     /// per id, in order.
-    async fn load_deliveries(&self, ids: Vec<Uuid>)
-    -> Result<Vec<Option<DeliveryJob>>, StoreError>;
+    async fn load_deliveries(&self, ids: &[Uuid]) -> Result<Vec<Option<DeliveryJob>>, StoreError>;
     /// Records the attempt (if any), the new state and the audit row, atomically.
     async fn finish_delivery(
         &self,
@@ -336,7 +343,7 @@ pub trait DeliveryStore: Send + Sync {
         next: NextState,
         audit: AuditEntry,
     ) -> Result<(), StoreError> {
-        self.finish_deliveries(vec![DeliveryFinish {
+        self.finish_deliveries(&[DeliveryFinish {
             id,
             attempt,
             next,
@@ -347,7 +354,7 @@ pub trait DeliveryStore: Send + Sync {
     }
     /// [`finish_delivery`](Self::finish_delivery) for several deliveries in one
     /// transaction; one result per request.
-    async fn finish_deliveries(&self, batch: Vec<DeliveryFinish>) -> Result<Vec<()>, StoreError>;
+    async fn finish_deliveries(&self, batch: &[DeliveryFinish]) -> Result<Vec<()>, StoreError>;
     /// Moves dead deliveries back to pending for a replay; returns their ids.
     async fn replay_dead(&self, ids: &[Uuid], actor: &str) -> Result<Vec<Uuid>, StoreError>;
     /// Puts replayed deliveries whose job could not be queued back to `dead`, with the

@@ -37,6 +37,12 @@ impl From<sqlx::Error> for StoreError {
                     db.message(),
                     db.constraint().unwrap_or("constraint")
                 )),
+                // data_exception (a NUL in text, a value out of range…) and
+                // program_limit_exceeded (an index key too long): the data, not the
+                // database, is at fault.
+                Some(code) if code.starts_with("22") || code.starts_with("54") => {
+                    StoreError::Rejected(format!("{} (SQLSTATE {code})", db.message()))
+                }
                 _ => StoreError::Unavailable(e.to_string()),
             },
             sqlx::Error::ColumnDecode { .. }
@@ -260,10 +266,7 @@ pub const SEAL_BATCH: i64 = 2000;
 
 #[async_trait]
 impl IngestStore for PgStore {
-    async fn claim_ingests(
-        &self,
-        batch: Vec<IngestRecord>,
-    ) -> Result<Vec<IngestClaim>, StoreError> {
+    async fn claim_ingests(&self, batch: &[IngestRecord]) -> Result<Vec<IngestClaim>, StoreError> {
         let n = batch.len();
         let (mut keys, mut message_ids, mut event_ids, mut types, mut shas, mut raws, mut jsons) = (
             Vec::with_capacity(n),
@@ -276,14 +279,14 @@ impl IngestStore for PgStore {
         );
         let mut audits = Vec::with_capacity(n);
         for r in batch {
-            keys.push(r.source_key);
-            message_ids.push(r.message_id);
+            keys.push(r.source_key.as_str());
+            message_ids.push(r.message_id.as_str());
             event_ids.push(r.event_id);
             types.push(r.event_type.as_str());
-            shas.push(r.raw_sha256);
-            raws.push(r.raw);
-            jsons.push(r.event_json);
-            audits.push(r.audit);
+            shas.push(r.raw_sha256.as_str());
+            raws.push(r.raw.as_slice());
+            jsons.push(r.event_json.as_str());
+            audits.push(r.audit.clone());
         }
         let mut tx = self.pool.begin().await?;
         let inserted: HashSet<Uuid> = sqlx::query_scalar(
@@ -314,17 +317,17 @@ impl IngestStore for PgStore {
         append_audit(&mut tx, accepted).await?;
 
         // Seen before: what was stored the first time.
-        let mut seen: HashMap<(String, String), IngestClaim> = HashMap::new();
+        let mut seen: HashMap<(&str, &str), (IngestClaim, String, Uuid)> = HashMap::new();
         if inserted.len() < n {
             let (k, m): (Vec<&str>, Vec<&str>) = keys
                 .iter()
                 .zip(&message_ids)
                 .zip(&event_ids)
                 .filter(|(_, id)| !inserted.contains(id))
-                .map(|((k, m), _)| (k.as_str(), m.as_str()))
+                .map(|((k, m), _)| (*k, *m))
                 .unzip();
             let rows = sqlx::query(
-                "SELECT i.source_key, i.message_id, i.event_id, i.event_type,
+                "SELECT i.source_key, i.message_id, i.event_id, i.event_type, i.raw_sha256,
                         i.published_at IS NOT NULL AS published, i.event::text AS event
                  FROM ingests i JOIN UNNEST($1::text[], $2::text[]) AS u(k, m)
                    ON i.source_key = u.k AND i.message_id = u.m",
@@ -344,22 +347,39 @@ impl IngestStore for PgStore {
                         event_type: row.try_get("event_type")?,
                     }
                 };
-                seen.insert(
-                    (row.try_get("source_key")?, row.try_get("message_id")?),
-                    claim,
-                );
+                let (key, id): (String, String) =
+                    (row.try_get("source_key")?, row.try_get("message_id")?);
+                // Borrow the batch's own strings as the key.
+                if let Some(i) = keys
+                    .iter()
+                    .zip(&message_ids)
+                    .position(|(k, m)| *k == key && *m == id)
+                {
+                    seen.insert(
+                        (keys[i], message_ids[i]),
+                        (claim, row.try_get("raw_sha256")?, event_id),
+                    );
+                }
             }
         }
         tx.commit().await?;
-        keys.into_iter()
-            .zip(message_ids)
+        keys.iter()
+            .zip(&message_ids)
             .zip(&event_ids)
-            .map(|((k, m), id)| {
+            .zip(&shas)
+            .map(|(((k, m), id), sha)| {
                 if inserted.contains(id) {
                     return Ok(IngestClaim::New);
                 }
-                seen.get(&(k, m)).cloned().ok_or_else(|| {
+                let (claim, first_sha, first_event) = seen.get(&(*k, *m)).ok_or_else(|| {
                     StoreError::Corrupt(format!("ingest of event {id} neither stored nor found"))
+                })?;
+                Ok(if first_sha == sha {
+                    claim.clone()
+                } else {
+                    IngestClaim::Reused {
+                        event_id: *first_event,
+                    }
                 })
             })
             .collect()
@@ -523,7 +543,7 @@ impl RouteStore for PgStore {
 
     async fn routing_facts_many(
         &self,
-        questions: Vec<FactsQuestion>,
+        questions: &[FactsQuestion],
     ) -> Result<Vec<RoutingFacts>, StoreError> {
         let n = questions.len();
         let mut conn = self.pool.acquire().await?;
@@ -638,10 +658,7 @@ impl RouteStore for PgStore {
         Ok(facts)
     }
 
-    async fn commit_routes(
-        &self,
-        batch: Vec<RouteRequest>,
-    ) -> Result<Vec<RouteCommit>, StoreError> {
+    async fn commit_routes(&self, batch: &[RouteRequest]) -> Result<Vec<RouteCommit>, StoreError> {
         let n = batch.len();
         let mut tx = self.pool.begin().await?;
 
@@ -654,7 +671,7 @@ impl RouteStore for PgStore {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        for r in &batch {
+        for r in batch {
             ids.push(r.event.id);
             types.push(r.event.event_type.as_str());
             sources.push(r.event.source.as_str());
@@ -729,13 +746,13 @@ impl RouteStore for PgStore {
         let (mut d_ids, mut d_events, mut d_participants, mut d_endpoints, mut d_sequences) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut audit = Vec::new();
-        for (r, is_new) in batch.into_iter().zip(&new) {
+        for (r, is_new) in batch.iter().zip(&new) {
             let mut commit = RouteCommit {
                 pending_deliveries: Vec::new(),
                 already_routed: !is_new,
             };
             if *is_new {
-                for d in delivering(&r) {
+                for d in delivering(r) {
                     let sequence = next.get_mut(&d.participant_id).ok_or_else(|| {
                         StoreError::Conflict(format!(
                             "participant {} is not registered",
@@ -751,7 +768,7 @@ impl RouteStore for PgStore {
                     *sequence += 1;
                     commit.pending_deliveries.push(id);
                 }
-                audit.extend(r.audit);
+                audit.extend(r.audit.iter().cloned());
             }
             commits.push(commit);
         }
@@ -807,10 +824,7 @@ impl RouteStore for PgStore {
 
 #[async_trait]
 impl DeliveryStore for PgStore {
-    async fn load_deliveries(
-        &self,
-        ids: Vec<Uuid>,
-    ) -> Result<Vec<Option<DeliveryJob>>, StoreError> {
+    async fn load_deliveries(&self, ids: &[Uuid]) -> Result<Vec<Option<DeliveryJob>>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let rows = sqlx::query(
             "SELECT d.id, d.event_id, e.body::text AS body, d.sequence, d.status, d.attempts,
@@ -821,7 +835,7 @@ impl DeliveryStore for PgStore {
              JOIN endpoints en ON en.participant_id = d.participant_id AND en.name = d.endpoint_name
              WHERE d.id = ANY ($1)",
         )
-        .bind(&ids)
+        .bind(ids)
         .fetch_all(&mut *conn)
         .await?;
         let patients: Vec<String> = rows
@@ -878,7 +892,7 @@ impl DeliveryStore for PgStore {
         Ok(ids.iter().map(|id| jobs.get(id).cloned()).collect())
     }
 
-    async fn finish_deliveries(&self, batch: Vec<DeliveryFinish>) -> Result<Vec<()>, StoreError> {
+    async fn finish_deliveries(&self, batch: &[DeliveryFinish]) -> Result<Vec<()>, StoreError> {
         let n = batch.len();
         let (mut ids, mut statuses, mut attempts, mut next_ats, mut errors) = (
             Vec::with_capacity(n),
@@ -887,7 +901,7 @@ impl DeliveryStore for PgStore {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        for f in &batch {
+        for f in batch {
             let (status, next_at, error): (&str, Option<DateTime<Utc>>, Option<&str>) =
                 match &f.next {
                     NextState::Delivered => ("delivered", None, None),
@@ -945,16 +959,16 @@ impl DeliveryStore for PgStore {
             if !moved.contains(&f.id) || !recorded.insert(f.id) {
                 continue;
             }
-            if let Some(a) = f.attempt {
+            if let Some(a) = &f.attempt {
                 a_ids.push(f.id);
                 a_numbers.push(a.attempt);
                 a_starts.push(a.started_at);
                 a_durations.push(a.duration_ms);
                 a_codes.push(a.status_code);
-                a_errors.push(a.error);
-                a_outcomes.push(a.outcome);
+                a_errors.push(a.error.as_deref());
+                a_outcomes.push(a.outcome.as_str());
             }
-            audit.push(f.audit);
+            audit.push(f.audit.clone());
         }
         if !a_ids.is_empty() {
             sqlx::query(

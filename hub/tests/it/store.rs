@@ -262,3 +262,71 @@ async fn example_registry_applies() -> anyhow::Result<()> {
     assert_eq!(exported.care_relationships.len(), 2);
     db.drop_db().await
 }
+
+fn ingest(message_id: &str, raw: &[u8]) -> renkei_hub::store::IngestRecord {
+    let event_id = uuid::Uuid::now_v7();
+    renkei_hub::store::IngestRecord {
+        source_key: "hl7v2|HIS01|1319999999".into(),
+        message_id: message_id.into(),
+        event_id,
+        event_type: renkei_sdk::EventType::InpatientAdmitted,
+        raw_sha256: renkei_sdk::Origin::sha256_hex(raw),
+        event_json: format!(r#"{{"id":"{event_id}"}}"#),
+        raw: raw.to_vec(),
+        audit: AuditEntry::new("adapter:test", "ingest", "accepted").event(event_id),
+    }
+}
+
+#[tokio::test]
+async fn a_reused_message_id_with_other_bytes_is_told_apart_from_a_resend() -> anyhow::Result<()> {
+    use renkei_hub::store::{IngestClaim, IngestStore};
+    let db = TestDb::new().await?;
+    let first = ingest("C1", b"first message");
+    let first_id = first.event_id;
+    assert_eq!(
+        db.store.claim_ingests(std::slice::from_ref(&first)).await?,
+        vec![IngestClaim::New]
+    );
+    let resend = ingest("C1", b"first message");
+    let other = ingest("C1", b"another message under the same id");
+    let claims = db.store.claim_ingests(&[resend, other]).await?;
+    assert!(
+        matches!(claims[0], IngestClaim::NotYetPublished { event_id, .. } if event_id == first_id),
+        "{claims:?}"
+    );
+    assert_eq!(claims[1], IngestClaim::Reused { event_id: first_id });
+    db.drop_db().await
+}
+
+#[tokio::test]
+async fn data_the_database_cannot_hold_is_refused_alone_in_its_batch() -> anyhow::Result<()> {
+    use renkei_hub::store::batch::GroupCommit;
+    use renkei_hub::store::{IngestStore, StoreError};
+    use std::sync::Arc;
+    let db = TestDb::new().await?;
+    let store: Arc<dyn IngestStore> = Arc::new(db.store.clone());
+    let claims = GroupCommit::spawn(16, move |batch| {
+        let store = store.clone();
+        Box::pin(async move { store.claim_ingests(batch).await })
+    });
+    // PostgreSQL text cannot hold NUL (SQLSTATE 22021), whatever the adapter let by.
+    let records = [
+        ingest("G1", b"good 1"),
+        ingest("BAD\0", b"bad"),
+        ingest("G2", b"good 2"),
+    ];
+    let results =
+        futures_util::future::join_all(records.into_iter().map(|r| claims.submit(r))).await;
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    assert!(
+        matches!(&results[1], Err(StoreError::Rejected(m)) if m.contains("22021")),
+        "{:?}",
+        results[1]
+    );
+    assert!(results[2].is_ok(), "{:?}", results[2]);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM ingests")
+        .fetch_one(&mut db.conn().await?)
+        .await?;
+    assert_eq!(stored, 2, "both good records are stored");
+    db.drop_db().await
+}
