@@ -61,8 +61,21 @@ pub async fn run(
     let bus: Arc<dyn Bus> = Arc::new(connect_bus(&settings).await?);
     let mut tasks = tokio::task::JoinSet::new();
 
+    // Built first: with the router in the same process, it takes the router's
+    // deliveries directly instead of through the delivery queue.
+    let worker = if roles.contains(&Role::Delivery) {
+        Some(Arc::new(
+            DeliveryWorker::new(store.clone(), bus.clone(), settings.delivery.clone())
+                .context("cannot build the webhook HTTP client")?,
+        ))
+    } else {
+        None
+    };
     if roles.contains(&Role::Router) {
-        let router = Arc::new(Router::new(store.clone(), bus.clone()));
+        let router = Arc::new(match &worker {
+            Some(worker) => Router::with_handoff(store.clone(), worker.clone()),
+            None => Router::new(store.clone(), bus.clone()),
+        });
         let (bus, shutdown) = (bus.clone(), shutdown.clone());
         let concurrency = settings.router.concurrency;
         tasks.spawn(async move {
@@ -71,11 +84,8 @@ pub async fn run(
             Ok(())
         });
     }
-    if roles.contains(&Role::Delivery) {
-        let worker = Arc::new(
-            DeliveryWorker::new(store.clone(), bus.clone(), settings.delivery.clone())
-                .context("cannot build the webhook HTTP client")?,
-        );
+    if let Some(worker) = worker {
+        // Retries, replays and other processes' routers still come through the queue.
         let (bus, shutdown) = (bus.clone(), shutdown.clone());
         let concurrency = settings.delivery.concurrency;
         tasks.spawn(async move {

@@ -116,6 +116,21 @@ fn shown_code(value: &str) -> String {
     }
 }
 
+/// A bad timestamp shown in an error, only when it looks like one: a field that holds
+/// something else (a misaligned segment may put a name there) is described, never
+/// echoed, since errors reach logs, ACKs and the audit log.
+fn shown_time(value: &str) -> String {
+    if value.len() <= 40
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b':' | b'T' | b' '))
+    {
+        shown(value)
+    } else {
+        format!("(a value of {} characters)", value.chars().count())
+    }
+}
+
 fn is_facility_code(value: &str) -> bool {
     value.len() == 10 && value.bytes().all(|b| b.is_ascii_digit())
 }
@@ -341,7 +356,7 @@ fn read_timestamp(
         None => {
             problems.push((
                 location,
-                format!("{location} {} is not an HL7 timestamp", shown(value)),
+                format!("{location} {} is not an HL7 timestamp", shown_time(value)),
             ));
             None
         }
@@ -815,6 +830,10 @@ mod tests {
         let e = err(&format!("{MSH}\rEVN||20250410||||2025-04-10\rPID|1||42"));
         assert_eq!(e.location.as_deref(), Some("EVN-6"));
         assert!(e.reason.contains("`2025-04-10`"), "{e}");
+        // A field that is not a timestamp at all is not echoed.
+        let e = err(&format!("{MSH}\rEVN||20250410||||架空花子\rPID|1||42"));
+        assert_eq!(e.location.as_deref(), Some("EVN-6"));
+        assert!(!e.to_string().contains("架空"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,8 @@ use uuid::Uuid;
 use super::{Bus, BusError, HandleOutcome, MessageHandler, QueueRole, retry_bucket};
 use crate::config::BusSettings;
 
+/// The longest wait for a connection to the broker, with its topology declared.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a publish may wait for the broker's confirm before it counts as failed
 /// (the MLLP sender then gets `AR` and resends).
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,6 +127,18 @@ impl AmqpBus {
     }
 
     async fn open(&self) -> Result<Link, BusError> {
+        // A broker host that drops packets instead of refusing them must not hold every
+        // publisher (and so every MLLP sender) waiting: past this, senders get AR.
+        tokio::time::timeout(OPEN_TIMEOUT, self.open_now())
+            .await
+            .unwrap_or_else(|_| {
+                Err(BusError::Unreachable(format!(
+                    "no connection to the broker within {OPEN_TIMEOUT:?}"
+                )))
+            })
+    }
+
+    async fn open_now(&self) -> Result<Link, BusError> {
         // Named so an operator (or a test) can find this process's connections in
         // `rabbitmqctl list_connections name`.
         let name = format!("renkei {} pid {}", self.topology.prefix, std::process::id());

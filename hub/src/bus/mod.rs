@@ -95,6 +95,31 @@ pub trait Bus: Send + Sync + 'static {
     );
 }
 
+/// Where the router hands an event's committed deliveries: to the bus, for the delivery
+/// workers of any process, or straight to this process's own workers when it runs the
+/// delivery role too (one broker hop fewer; the event's route message is then acked
+/// only once the first attempts are recorded, so a crash in between redelivers it and
+/// the router hands the unfinished deliveries on again).
+#[async_trait]
+pub trait DeliveryHandoff: Send + Sync {
+    /// Returns once the deliveries are safe: queued on the broker, or attempted and
+    /// their outcome recorded. An error means "not yet", and the caller retries.
+    async fn hand_off(&self, delivery_ids: &[Uuid]) -> Result<(), String>;
+}
+
+/// Hands deliveries to the delivery queue.
+pub struct ViaBus(pub Arc<dyn Bus>);
+
+#[async_trait]
+impl DeliveryHandoff for ViaBus {
+    async fn hand_off(&self, delivery_ids: &[Uuid]) -> Result<(), String> {
+        self.0
+            .publish_deliveries(delivery_ids)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// The delivery ids of a delivery message (see [`Bus::publish_deliveries`]); `None`
 /// when the body is not a comma-separated list of ids.
 pub fn delivery_ids(body: &[u8]) -> Option<Vec<Uuid>> {

@@ -16,7 +16,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use uuid::Uuid;
 
 use crate::audit::AuditEntry;
-use crate::bus::{Bus, HandleOutcome, MessageHandler};
+use crate::bus::{Bus, DeliveryHandoff, HandleOutcome, MessageHandler};
 use crate::config::DeliverySettings;
 use crate::registry::{ConsentDecision, consent_decision};
 use crate::store::batch::GroupCommit;
@@ -441,14 +441,31 @@ impl MessageHandler for DeliveryWorker {
             );
             return HandleOutcome::DeadLetter;
         };
-        // An event's deliveries go out side by side. When one cannot be finished, the
-        // whole message is handled again: those already finished are skipped then.
-        let outcomes =
-            futures_util::future::join_all(ids.into_iter().map(|id| self.deliver(id))).await;
+        self.deliver_all(&ids).await
+    }
+}
+
+impl DeliveryWorker {
+    /// Runs an event's deliveries side by side. When one cannot be finished, the whole
+    /// set is to be handled again: those already finished are skipped then.
+    pub async fn deliver_all(&self, ids: &[Uuid]) -> HandleOutcome {
+        let outcomes = futures_util::future::join_all(ids.iter().map(|id| self.deliver(*id))).await;
         if outcomes.contains(&HandleOutcome::Requeue) {
             HandleOutcome::Requeue
         } else {
             HandleOutcome::Ack
+        }
+    }
+}
+
+/// The router of a process that also runs the delivery role hands deliveries straight
+/// to its workers (see [`DeliveryHandoff`]).
+#[async_trait]
+impl DeliveryHandoff for DeliveryWorker {
+    async fn hand_off(&self, delivery_ids: &[Uuid]) -> Result<(), String> {
+        match self.deliver_all(delivery_ids).await {
+            HandleOutcome::Ack => Ok(()),
+            _ => Err("a delivery's first attempt could not be recorded".into()),
         }
     }
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use renkei_sdk::CanonicalEvent;
 
 use crate::audit::AuditEntry;
-use crate::bus::{Bus, HandleOutcome, MessageHandler};
+use crate::bus::{Bus, DeliveryHandoff, HandleOutcome, MessageHandler, ViaBus};
 use crate::registry::{ConsentDecision, consent_decision};
 use crate::store::batch::GroupCommit;
 use crate::store::{
@@ -81,13 +81,13 @@ pub enum RouteError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Handing deliveries to the workers failed.
-    #[error(transparent)]
-    Bus(#[from] crate::bus::BusError),
+    #[error("deliveries not handed on: {0}")]
+    Handoff(String),
 }
 
 /// Routes events from the bus.
 pub struct Router {
-    bus: Arc<dyn Bus>,
+    handoff: Arc<dyn DeliveryHandoff>,
     facts: GroupCommit<FactsQuestion, RoutingFacts>,
     commits: GroupCommit<RouteRequest, RouteCommit>,
 }
@@ -96,9 +96,15 @@ pub struct Router {
 const ROUTE_BATCH: usize = 128;
 
 impl Router {
-    /// A router over a store and a bus. Starts the task that commits routed events in
-    /// batches (see [`GroupCommit`]); call it inside the runtime.
+    /// A router over a store that hands deliveries to the bus. Starts the task that
+    /// commits routed events in batches (see [`GroupCommit`]); call it inside the
+    /// runtime.
     pub fn new(store: Arc<dyn RouteStore>, bus: Arc<dyn Bus>) -> Self {
+        Self::with_handoff(store, Arc::new(ViaBus(bus)))
+    }
+
+    /// A router that hands deliveries to `handoff` (see [`DeliveryHandoff`]).
+    pub fn with_handoff(store: Arc<dyn RouteStore>, handoff: Arc<dyn DeliveryHandoff>) -> Self {
         let committer = store.clone();
         let commits = GroupCommit::spawn(ROUTE_BATCH, move |batch| {
             let store = committer.clone();
@@ -110,7 +116,7 @@ impl Router {
             Box::pin(async move { store.routing_facts_many(questions).await })
         });
         Self {
-            bus,
+            handoff,
             facts,
             commits,
         }
@@ -173,10 +179,13 @@ impl Router {
                 audit,
             })
             .await?;
-        // All of the event's deliveries travel as one message.
-        self.bus
-            .publish_deliveries(&commit.pending_deliveries)
-            .await?;
+        // All of the event's deliveries are handed on together.
+        if !commit.pending_deliveries.is_empty() {
+            self.handoff
+                .hand_off(&commit.pending_deliveries)
+                .await
+                .map_err(RouteError::Handoff)?;
+        }
         if commit.already_routed {
             tracing::debug!(%event_id, "event was routed before; unfinished deliveries handed on again");
         }

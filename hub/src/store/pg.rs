@@ -787,7 +787,10 @@ impl RouteStore for PgStore {
             .await?;
         }
 
-        // Redeliveries: hand on again whatever is still pending.
+        // Redeliveries: hand on again whatever is unfinished. A delivery waiting for a
+        // retry is included: when its first attempt was made in this process (see
+        // `DeliveryHandoff`) and the retry could not be parked, nothing else holds it.
+        // If a retry was parked after all, the worker re-parks the early arrival.
         let again: Vec<Uuid> = commits
             .iter()
             .zip(&ids)
@@ -796,7 +799,7 @@ impl RouteStore for PgStore {
             .collect();
         if !again.is_empty() {
             let rows = sqlx::query(
-                "SELECT id, event_id FROM deliveries WHERE event_id = ANY ($1) AND status = 'pending'",
+                "SELECT id, event_id FROM deliveries WHERE event_id = ANY ($1) AND status IN ('pending', 'retrying')",
             )
             .bind(&again)
             .fetch_all(&mut *tx)

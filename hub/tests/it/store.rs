@@ -330,3 +330,64 @@ async fn data_the_database_cannot_hold_is_refused_alone_in_its_batch() -> anyhow
     assert_eq!(stored, 2, "both good records are stored");
     db.drop_db().await
 }
+
+#[tokio::test]
+async fn a_redelivered_event_hands_on_its_unfinished_deliveries_including_waiting_retries()
+-> anyhow::Result<()> {
+    use renkei_hub::store::{DeliveryStore, NextState, RouteDecision, RouteOutcome};
+    let db = TestDb::new().await?;
+    db.store.apply_registry(&registry()?, "test").await?;
+    let mut event = renkei_sdk::samples::minimal_event();
+    event.subject = Some("P-1".into());
+    let decision = RouteDecision {
+        participant_id: "sakura".into(),
+        endpoint_name: "main".into(),
+        outcome: RouteOutcome::Deliver,
+    };
+    let first = db
+        .store
+        .commit_route(&event, std::slice::from_ref(&decision), Vec::new())
+        .await?;
+    assert!(!first.already_routed);
+    let [delivery] = first.pending_deliveries[..] else {
+        anyhow::bail!("one delivery expected: {first:?}");
+    };
+    // Its first attempt failed and is waiting for a retry that may never have been
+    // parked on the broker (the process died, or the broker refused it).
+    db.store
+        .finish_delivery(
+            delivery,
+            None,
+            NextState::Retry {
+                at: chrono::Utc::now() + chrono::Duration::seconds(30),
+                error: "503".into(),
+            },
+            AuditEntry::new("test", "deliver", "retry"),
+        )
+        .await?;
+    let again = db
+        .store
+        .commit_route(&event, std::slice::from_ref(&decision), Vec::new())
+        .await?;
+    assert!(again.already_routed);
+    assert_eq!(
+        again.pending_deliveries,
+        vec![delivery],
+        "handed on again, not lost"
+    );
+    // Finished deliveries are not handed on again.
+    db.store
+        .finish_delivery(
+            delivery,
+            None,
+            NextState::Delivered,
+            AuditEntry::new("test", "deliver", "delivered"),
+        )
+        .await?;
+    let done = db
+        .store
+        .commit_route(&event, std::slice::from_ref(&decision), Vec::new())
+        .await?;
+    assert!(done.pending_deliveries.is_empty(), "{done:?}");
+    db.drop_db().await
+}
