@@ -304,6 +304,16 @@ async fn reused_control_id_and_nul_bytes_are_refused_and_kept_without_harming_th
 
     let admit = conformance(ADMIT)?;
     send_accepted(&mut mllp, &admit).await?;
+    env.eventually("the admission's publish recorded", || async {
+        let published: bool = sqlx::query_scalar(
+            "SELECT published_at IS NOT NULL FROM ingests WHERE message_id = $1",
+        )
+        .bind(control_id(&admit)?)
+        .fetch_one(&env.db)
+        .await?;
+        Ok(published.then_some(()))
+    })
+    .await?;
     // Another message under the admission's control id (an EHR whose counter was
     // reset): answered AE, never silently taken for a resend.
     let reused = with_control_id(&conformance(DISCHARGE)?, &control_id(&admit)?)?;

@@ -127,18 +127,6 @@ impl AmqpBus {
     }
 
     async fn open(&self) -> Result<Link, BusError> {
-        // A broker host that drops packets instead of refusing them must not hold every
-        // publisher (and so every MLLP sender) waiting: past this, senders get AR.
-        tokio::time::timeout(OPEN_TIMEOUT, self.open_now())
-            .await
-            .unwrap_or_else(|_| {
-                Err(BusError::Unreachable(format!(
-                    "no connection to the broker within {OPEN_TIMEOUT:?}"
-                )))
-            })
-    }
-
-    async fn open_now(&self) -> Result<Link, BusError> {
         // Named so an operator (or a test) can find this process's connections in
         // `rabbitmqctl list_connections name`.
         let name = format!("renkei {} pid {}", self.topology.prefix, std::process::id());
@@ -165,8 +153,22 @@ impl AmqpBus {
         })
     }
 
-    /// The live link, reconnecting (and re-declaring) if the last one broke.
+    /// The live link, reconnecting (and re-declaring) if the last one broke. A broker
+    /// host that drops packets instead of refusing them must not hold publishers (and
+    /// so MLLP senders) waiting: each caller waits at most `OPEN_TIMEOUT` in all,
+    /// queueing behind another caller's reconnect included, and then gets an error (a
+    /// sender gets AR).
     async fn link(&self) -> Result<Arc<Link>, BusError> {
+        tokio::time::timeout(OPEN_TIMEOUT, self.link_now())
+            .await
+            .unwrap_or_else(|_| {
+                Err(BusError::Unreachable(format!(
+                    "no connection to the broker within {OPEN_TIMEOUT:?}"
+                )))
+            })
+    }
+
+    async fn link_now(&self) -> Result<Arc<Link>, BusError> {
         let mut guard = self.link.lock().await;
         if let Some(link) = guard.as_ref()
             && link.connection.status().connected()

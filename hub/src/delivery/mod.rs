@@ -116,7 +116,7 @@ pub struct DeliveryWorker {
     bus: Arc<dyn Bus>,
     client: reqwest::Client,
     settings: DeliverySettings,
-    finishes: GroupCommit<DeliveryFinish, ()>,
+    finishes: GroupCommit<DeliveryFinish, bool>,
     loads: GroupCommit<Uuid, Option<DeliveryJob>>,
 }
 
@@ -373,9 +373,17 @@ impl DeliveryWorker {
             next,
             audit: entry,
         };
-        if let Err(e) = self.finishes.submit(finish).await {
-            tracing::warn!(delivery = %id, error = %e, "cannot record the attempt; requeued");
-            return HandleOutcome::Requeue;
+        match self.finishes.submit(finish).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Another copy of this job got there first and schedules what follows.
+                tracing::debug!(delivery = %id, "a duplicate copy of the job finished second; dropped");
+                return HandleOutcome::Ack;
+            }
+            Err(e) => {
+                tracing::warn!(delivery = %id, error = %e, "cannot record the attempt; requeued");
+                return HandleOutcome::Requeue;
+            }
         }
         if let Some(delay) = retry_in
             && let Err(e) = self.bus.schedule_retry(id, delay).await
@@ -494,8 +502,11 @@ mod tests {
         ) -> Result<Vec<Option<DeliveryJob>>, StoreError> {
             Ok(vec![None; ids.len()])
         }
-        async fn finish_deliveries(&self, batch: &[DeliveryFinish]) -> Result<Vec<()>, StoreError> {
-            Ok(vec![(); batch.len()])
+        async fn finish_deliveries(
+            &self,
+            batch: &[DeliveryFinish],
+        ) -> Result<Vec<bool>, StoreError> {
+            Ok(vec![true; batch.len()])
         }
         async fn replay_dead(&self, ids: &[Uuid], _: &str) -> Result<Vec<Uuid>, StoreError> {
             Ok(ids.to_vec())

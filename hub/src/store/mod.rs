@@ -336,25 +336,29 @@ pub trait DeliveryStore: Send + Sync {
     /// per id, in order.
     async fn load_deliveries(&self, ids: &[Uuid]) -> Result<Vec<Option<DeliveryJob>>, StoreError>;
     /// Records the attempt (if any), the new state and the audit row, atomically.
+    /// `false` when another copy of the delivery's job finished first (the delivery was
+    /// no longer in flight, or its attempt count had moved on): nothing is recorded, and
+    /// the caller must not schedule anything for it.
     async fn finish_delivery(
         &self,
         id: Uuid,
         attempt: Option<AttemptRecord>,
         next: NextState,
         audit: AuditEntry,
-    ) -> Result<(), StoreError> {
-        self.finish_deliveries(&[DeliveryFinish {
-            id,
-            attempt,
-            next,
-            audit,
-        }])
-        .await
-        .map(|_| ())
+    ) -> Result<bool, StoreError> {
+        let finished = self
+            .finish_deliveries(&[DeliveryFinish {
+                id,
+                attempt,
+                next,
+                audit,
+            }])
+            .await?;
+        Ok(finished.first().copied().unwrap_or(false))
     }
     /// [`finish_delivery`](Self::finish_delivery) for several deliveries in one
-    /// transaction; one result per request.
-    async fn finish_deliveries(&self, batch: &[DeliveryFinish]) -> Result<Vec<()>, StoreError>;
+    /// transaction; one answer per request.
+    async fn finish_deliveries(&self, batch: &[DeliveryFinish]) -> Result<Vec<bool>, StoreError>;
     /// Moves dead deliveries back to pending for a replay; returns their ids.
     async fn replay_dead(&self, ids: &[Uuid], actor: &str) -> Result<Vec<Uuid>, StoreError>;
     /// Puts replayed deliveries whose job could not be queued back to `dead`, with the

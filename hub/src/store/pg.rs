@@ -374,13 +374,18 @@ impl IngestStore for PgStore {
                 let (claim, first_sha, first_event) = seen.get(&(*k, *m)).ok_or_else(|| {
                     StoreError::Corrupt(format!("ingest of event {id} neither stored nor found"))
                 })?;
-                Ok(if first_sha == sha {
-                    claim.clone()
-                } else {
-                    IngestClaim::Reused {
-                        event_id: *first_event,
-                    }
-                })
+                // Other bytes under a used id are refused only once the first message
+                // was confirmed (answered AA). Before that its sender was told AR, and
+                // a resend may well be re-stamped (MSH-7): the first is published now.
+                Ok(
+                    if first_sha == sha || !matches!(claim, IngestClaim::AlreadyPublished { .. }) {
+                        claim.clone()
+                    } else {
+                        IngestClaim::Reused {
+                            event_id: *first_event,
+                        }
+                    },
+                )
             })
             .collect()
     }
@@ -895,9 +900,10 @@ impl DeliveryStore for PgStore {
         Ok(ids.iter().map(|id| jobs.get(id).cloned()).collect())
     }
 
-    async fn finish_deliveries(&self, batch: &[DeliveryFinish]) -> Result<Vec<()>, StoreError> {
+    async fn finish_deliveries(&self, batch: &[DeliveryFinish]) -> Result<Vec<bool>, StoreError> {
         let n = batch.len();
-        let (mut ids, mut statuses, mut attempts, mut next_ats, mut errors) = (
+        let (mut ids, mut statuses, mut attempts, mut next_ats, mut errors, mut before) = (
+            Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -915,18 +921,22 @@ impl DeliveryStore for PgStore {
             ids.push(f.id);
             statuses.push(status);
             attempts.push(f.attempt.as_ref().map(|a| a.attempt));
+            // An attempt counts only if no other copy of the job recorded one meanwhile.
+            before.push(f.attempt.as_ref().map(|a| a.attempt - 1));
             next_ats.push(next_at);
             errors.push(error);
         }
         let mut tx = self.pool.begin().await?;
-        // Only a delivery still in flight moves; a duplicate message for a finished
-        // delivery changes nothing.
+        // Only a delivery still in flight, at the attempt count the job was loaded with,
+        // moves: a duplicate copy of the job (a redelivery, a retry parked twice) that
+        // finishes second changes nothing.
         let moved: HashSet<Uuid> = sqlx::query_scalar(
             "UPDATE deliveries d SET status = u.st, attempts = COALESCE(u.n, d.attempts),
                     next_attempt_at = u.na, last_error = u.le, updated_at = now()
-             FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::timestamptz[], $5::text[])
-                  AS u(id, st, n, na, le)
+             FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], $6::int[])
+                  AS u(id, st, n, na, le, before)
              WHERE d.id = u.id AND d.status IN ('pending', 'retrying')
+               AND (u.before IS NULL OR d.attempts = u.before)
              RETURNING d.id",
         )
         .bind(&ids)
@@ -934,6 +944,7 @@ impl DeliveryStore for PgStore {
         .bind(&attempts)
         .bind(&next_ats)
         .bind(&errors)
+        .bind(&before)
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
@@ -957,9 +968,12 @@ impl DeliveryStore for PgStore {
             Vec::new(),
             Vec::new(),
         );
+        let mut finished = Vec::with_capacity(n);
         for f in batch {
             // Once per delivery, even if it came twice in this batch.
-            if !moved.contains(&f.id) || !recorded.insert(f.id) {
+            let first = moved.contains(&f.id) && recorded.insert(f.id);
+            finished.push(first);
+            if !first {
                 continue;
             }
             if let Some(a) = &f.attempt {
@@ -990,7 +1004,7 @@ impl DeliveryStore for PgStore {
         }
         append_audit(&mut tx, audit).await?;
         tx.commit().await?;
-        Ok(vec![(); n])
+        Ok(finished)
     }
 
     async fn replay_dead(&self, ids: &[Uuid], actor: &str) -> Result<Vec<Uuid>, StoreError> {

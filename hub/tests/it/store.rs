@@ -287,14 +287,29 @@ async fn a_reused_message_id_with_other_bytes_is_told_apart_from_a_resend() -> a
         db.store.claim_ingests(std::slice::from_ref(&first)).await?,
         vec![IngestClaim::New]
     );
+    // Not yet confirmed (its sender was told AR): a resend is published again, even
+    // re-stamped with other bytes.
+    let resend = ingest("C1", b"first message");
+    let restamped = ingest("C1", b"first message, re-stamped");
+    let claims = db.store.claim_ingests(&[resend, restamped]).await?;
+    for claim in &claims {
+        assert!(
+            matches!(claim, IngestClaim::NotYetPublished { event_id, .. } if *event_id == first_id),
+            "{claims:?}"
+        );
+    }
+    // Confirmed (answered AA): the same bytes are a resend, other bytes are refused.
+    db.store.mark_published(&[first_id]).await?;
     let resend = ingest("C1", b"first message");
     let other = ingest("C1", b"another message under the same id");
     let claims = db.store.claim_ingests(&[resend, other]).await?;
-    assert!(
-        matches!(claims[0], IngestClaim::NotYetPublished { event_id, .. } if event_id == first_id),
-        "{claims:?}"
+    assert_eq!(
+        claims,
+        vec![
+            IngestClaim::AlreadyPublished { event_id: first_id },
+            IngestClaim::Reused { event_id: first_id }
+        ]
     );
-    assert_eq!(claims[1], IngestClaim::Reused { event_id: first_id });
     db.drop_db().await
 }
 
@@ -389,5 +404,80 @@ async fn a_redelivered_event_hands_on_its_unfinished_deliveries_including_waitin
         .commit_route(&event, std::slice::from_ref(&decision), Vec::new())
         .await?;
     assert!(done.pending_deliveries.is_empty(), "{done:?}");
+    db.drop_db().await
+}
+
+#[tokio::test]
+async fn a_duplicate_copy_of_a_delivery_job_finishing_second_records_nothing() -> anyhow::Result<()>
+{
+    use renkei_hub::store::{AttemptRecord, DeliveryStore, NextState, RouteDecision, RouteOutcome};
+    let db = TestDb::new().await?;
+    db.store.apply_registry(&registry()?, "test").await?;
+    let mut event = renkei_sdk::samples::minimal_event();
+    event.subject = Some("P-1".into());
+    let decision = RouteDecision {
+        participant_id: "sakura".into(),
+        endpoint_name: "main".into(),
+        outcome: RouteOutcome::Deliver,
+    };
+    let routed = db
+        .store
+        .commit_route(&event, std::slice::from_ref(&decision), Vec::new())
+        .await?;
+    let [delivery] = routed.pending_deliveries[..] else {
+        anyhow::bail!("one delivery expected: {routed:?}");
+    };
+    let attempt = |n: i32| AttemptRecord {
+        attempt: n,
+        started_at: chrono::Utc::now(),
+        duration_ms: 3,
+        status_code: Some(503),
+        error: Some("503".into()),
+        outcome: "retry".into(),
+    };
+    let retry = || NextState::Retry {
+        at: chrono::Utc::now() + chrono::Duration::seconds(30),
+        error: "503".into(),
+    };
+    // Two copies of the job both made attempt 1 (a retry parked twice, say).
+    let first = db
+        .store
+        .finish_delivery(
+            delivery,
+            Some(attempt(1)),
+            retry(),
+            AuditEntry::new("t", "deliver", "retry"),
+        )
+        .await?;
+    let second = db
+        .store
+        .finish_delivery(
+            delivery,
+            Some(attempt(1)),
+            retry(),
+            AuditEntry::new("t", "deliver", "retry"),
+        )
+        .await?;
+    assert!(first, "the first copy records its attempt");
+    assert!(
+        !second,
+        "the second copy must not record or schedule anything"
+    );
+    // The next attempt is recorded as usual.
+    assert!(
+        db.store
+            .finish_delivery(
+                delivery,
+                Some(attempt(2)),
+                retry(),
+                AuditEntry::new("t", "deliver", "retry")
+            )
+            .await?
+    );
+    let attempts: Vec<i32> =
+        sqlx::query_scalar("SELECT attempt FROM delivery_attempts ORDER BY attempt")
+            .fetch_all(&mut db.conn().await?)
+            .await?;
+    assert_eq!(attempts, vec![1, 2]);
     db.drop_db().await
 }
