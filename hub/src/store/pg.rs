@@ -53,6 +53,37 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Every consent of the given patients (duplicates allowed), in one read, by patient.
+async fn consents_of_many(
+    conn: &mut PgConnection,
+    patients: &[impl AsRef<str> + Sync],
+) -> Result<HashMap<String, Vec<Consent>>, StoreError> {
+    let mut consents: HashMap<String, Vec<Consent>> = HashMap::new();
+    if patients.is_empty() {
+        return Ok(consents);
+    }
+    let patients: Vec<&str> = patients.iter().map(AsRef::as_ref).collect();
+    // A join on the unnested list, not `= ANY ($1)`: the prepared statement's generic
+    // plan then looks each patient up in the index instead of scanning the table.
+    let rows = sqlx::query(
+        "SELECT c.id, c.patient_id, c.scope, c.facilities, c.basis, c.valid_from, c.valid_until, c.withdrawn_at
+         FROM (SELECT DISTINCT p FROM UNNEST($1::text[]) AS u(p)) AS u
+         JOIN consents c ON c.patient_id = u.p
+         ORDER BY c.patient_id, c.id",
+    )
+    .bind(&patients)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        let consent = consent_from_row(row)?;
+        consents
+            .entry(consent.patient.clone())
+            .or_default()
+            .push(consent);
+    }
+    Ok(consents)
+}
+
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
@@ -121,7 +152,7 @@ async fn append_audit(conn: &mut PgConnection, entries: Vec<AuditEntry>) -> Resu
     }
     sqlx::query(
         "INSERT INTO audit_pending (at, actor, action, outcome, patient_id, event_id, participant_id, detail)
-         SELECT $1, a, ac, o, p, e, pa, d::jsonb
+         SELECT $1, a, ac, o, p, e, pa, d::json
          FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[], $7::text[], $8::text[])
               AS t(a, ac, o, p, e, pa, d)",
     )
@@ -209,7 +240,7 @@ impl PgStore {
         }
         sqlx::query(
             "INSERT INTO audit_log (seq, at, actor, action, outcome, patient_id, event_id, participant_id, detail, prev_hash, hash)
-             SELECT s, t, a, ac, o, p, e, pa, d::jsonb, ph, h
+             SELECT s, t, a, ac, o, p, e, pa, d::json, ph, h
              FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[], $8::text[], $9::text[], $10::bytea[], $11::bytea[])
                   AS u(s, t, a, ac, o, p, e, pa, d, ph, h)",
         )
@@ -640,21 +671,7 @@ impl RouteStore for PgStore {
             });
         }
 
-        let consent_rows = sqlx::query(
-            "SELECT id, patient_id, scope, facilities, basis, valid_from, valid_until, withdrawn_at
-             FROM consents WHERE patient_id = ANY ($1) ORDER BY patient_id, id",
-        )
-        .bind(&patients)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut consents: HashMap<String, Vec<Consent>> = HashMap::new();
-        for row in &consent_rows {
-            let consent = consent_from_row(row)?;
-            consents
-                .entry(consent.patient.clone())
-                .or_default()
-                .push(consent);
-        }
+        let consents = consents_of_many(&mut conn, &patients).await?;
         for f in &mut facts {
             if let Some(c) = f.patient.as_ref().and_then(|p| consents.get(p)) {
                 f.consents = c.clone();
@@ -854,23 +871,7 @@ impl DeliveryStore for PgStore {
             .flatten()
             .collect();
         // Every consent of every patient concerned, in one read.
-        let mut consents: HashMap<String, Vec<Consent>> = HashMap::new();
-        if !patients.is_empty() {
-            let consent_rows = sqlx::query(
-                "SELECT id, patient_id, scope, facilities, basis, valid_from, valid_until, withdrawn_at
-                 FROM consents WHERE patient_id = ANY ($1) ORDER BY patient_id, id",
-            )
-            .bind(&patients)
-            .fetch_all(&mut *conn)
-            .await?;
-            for row in &consent_rows {
-                let consent = consent_from_row(row)?;
-                consents
-                    .entry(consent.patient.clone())
-                    .or_default()
-                    .push(consent);
-            }
-        }
+        let consents = consents_of_many(&mut conn, &patients).await?;
         let mut jobs: HashMap<Uuid, DeliveryJob> = HashMap::with_capacity(rows.len());
         for row in rows {
             let patient_id: Option<String> = row.try_get("patient_id")?;
