@@ -346,11 +346,16 @@ async fn data_the_database_cannot_hold_is_refused_alone_in_its_batch() -> anyhow
     db.drop_db().await
 }
 
-#[tokio::test]
-async fn a_redelivered_event_hands_on_its_unfinished_deliveries_including_waiting_retries()
--> anyhow::Result<()> {
-    use renkei_hub::store::{DeliveryStore, NextState, RouteDecision, RouteOutcome};
-    let db = TestDb::new().await?;
+/// The registry applied and one event for P-1 routed to Sakura: the event, the
+/// decision, and the one delivery it made.
+async fn routed_to_sakura(
+    db: &TestDb,
+) -> anyhow::Result<(
+    renkei_sdk::CanonicalEvent,
+    renkei_hub::store::RouteDecision,
+    uuid::Uuid,
+)> {
+    use renkei_hub::store::{RouteDecision, RouteOutcome};
     db.store.apply_registry(&registry()?, "test").await?;
     let mut event = renkei_sdk::samples::minimal_event();
     event.subject = Some("P-1".into());
@@ -363,10 +368,19 @@ async fn a_redelivered_event_hands_on_its_unfinished_deliveries_including_waitin
         .store
         .commit_route(&event, std::slice::from_ref(&decision), Vec::new())
         .await?;
-    assert!(!first.already_routed);
+    anyhow::ensure!(!first.already_routed, "{first:?}");
     let [delivery] = first.pending_deliveries[..] else {
         anyhow::bail!("one delivery expected: {first:?}");
     };
+    Ok((event, decision, delivery))
+}
+
+#[tokio::test]
+async fn a_redelivered_event_hands_on_its_unfinished_deliveries_including_waiting_retries()
+-> anyhow::Result<()> {
+    use renkei_hub::store::{DeliveryStore, NextState};
+    let db = TestDb::new().await?;
+    let (event, decision, delivery) = routed_to_sakura(&db).await?;
     // Its first attempt failed and is waiting for a retry that may never have been
     // parked on the broker (the process died, or the broker refused it).
     db.store
@@ -410,23 +424,9 @@ async fn a_redelivered_event_hands_on_its_unfinished_deliveries_including_waitin
 #[tokio::test]
 async fn a_duplicate_copy_of_a_delivery_job_finishing_second_records_nothing() -> anyhow::Result<()>
 {
-    use renkei_hub::store::{AttemptRecord, DeliveryStore, NextState, RouteDecision, RouteOutcome};
+    use renkei_hub::store::{AttemptRecord, DeliveryStore, NextState};
     let db = TestDb::new().await?;
-    db.store.apply_registry(&registry()?, "test").await?;
-    let mut event = renkei_sdk::samples::minimal_event();
-    event.subject = Some("P-1".into());
-    let decision = RouteDecision {
-        participant_id: "sakura".into(),
-        endpoint_name: "main".into(),
-        outcome: RouteOutcome::Deliver,
-    };
-    let routed = db
-        .store
-        .commit_route(&event, std::slice::from_ref(&decision), Vec::new())
-        .await?;
-    let [delivery] = routed.pending_deliveries[..] else {
-        anyhow::bail!("one delivery expected: {routed:?}");
-    };
+    let (_, _, delivery) = routed_to_sakura(&db).await?;
     let attempt = |n: i32| AttemptRecord {
         attempt: n,
         started_at: chrono::Utc::now(),

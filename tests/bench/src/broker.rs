@@ -15,7 +15,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 /// The prefetch the hub's consumers use by default.
-const PREFETCH: u16 = 256;
+const PREFETCH: u16 = 512;
 
 /// What the broker alone achieved.
 #[derive(Debug, Clone)]

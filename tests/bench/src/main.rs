@@ -14,9 +14,10 @@
 //! sending as fast as the hub accepts.
 //!
 //! ```text
-//! cargo build --release -p renkei-hub --bin renkei
-//! cargo run --release -p renkei-bench -- [--json] [--rate 500 --seconds 60]
+//! bash deploy/dev/bench.sh [--json] [--rate 500 --seconds 60]
 //! ```
+//!
+//! (which builds `renkei` and this program in release mode and runs it).
 
 mod broker;
 mod hub;
@@ -34,10 +35,10 @@ use clap::Parser;
 #[command(about = "The Renkei hub end to end beside the raw broker, in one run")]
 pub struct Args {
     /// Concurrent MLLP connections (and raw-broker publishers).
-    #[arg(long, default_value_t = 48)]
+    #[arg(long, default_value_t = 96)]
     pub senders: usize,
     /// Events to send in throughput mode.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 30_000)]
     pub messages: usize,
     /// Fixed-rate mode: events per second, held for --seconds.
     #[arg(long)]
