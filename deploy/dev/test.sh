@@ -21,3 +21,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The end-to-end tests start the real binary.
 cargo build --locked -p renkei-hub --bin renkei
 cargo nextest run --workspace --locked --no-fail-fast "$@"
+# nextest does not run documentation examples; they are tests of the docs too.
+cargo test --workspace --locked --doc

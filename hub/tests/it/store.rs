@@ -218,6 +218,10 @@ async fn audit_chain_verifies_and_finds_altered_and_removed_rows() -> anyhow::Re
         .execute("UPDATE audit_log SET outcome = 'tampered' WHERE seq = 2")
         .await;
     assert!(refused.is_err(), "the log refuses updates");
+    let refused = conn.execute("TRUNCATE audit_log").await;
+    assert!(refused.is_err(), "the log refuses TRUNCATE");
+    let refused = conn.execute("DELETE FROM audit_log WHERE seq = 3").await;
+    assert!(refused.is_err(), "the log refuses deletes");
     conn.execute("ALTER TABLE audit_log DISABLE TRIGGER USER")
         .await?;
     conn.execute("UPDATE audit_log SET outcome = 'tampered' WHERE seq = 2")
