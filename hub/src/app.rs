@@ -108,6 +108,7 @@ pub async fn run(
         let options = renkei_hl7v2::listener::ListenerOptions {
             max_message_bytes: settings.mllp.max_message_bytes,
             idle_timeout: settings.mllp.idle_timeout,
+            max_connections: settings.mllp.max_connections,
         };
         let shutdown = shutdown.clone();
         tasks.spawn(async move {

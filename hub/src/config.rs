@@ -71,6 +71,8 @@ pub struct MllpSettings {
     /// Close idle connections after this long.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
 }
 
 /// Router settings.
@@ -198,6 +200,9 @@ impl Settings {
         }
         if self.bus.prefetch == 0 {
             return Err(invalid("bus.prefetch", "must be at least 1"));
+        }
+        if self.mllp.max_connections == 0 {
+            return Err(invalid("mllp.max_connections", "must be at least 1"));
         }
         if self.mllp.max_message_bytes < 1024 {
             return Err(invalid("mllp.max_message_bytes", "must be at least 1024"));

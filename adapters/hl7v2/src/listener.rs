@@ -36,6 +36,9 @@ pub struct ListenerOptions {
     pub max_message_bytes: usize,
     /// A connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// Connections served at once; one more is closed as soon as it is accepted (its
+    /// sender retries later), so a flood of connections cannot exhaust the hub.
+    pub max_connections: usize,
 }
 
 /// Accepts connections until `shutdown`, serving each on its own task.
@@ -46,6 +49,7 @@ pub async fn serve<S: IngestSink>(
     shutdown: CancellationToken,
 ) {
     let normalizer = Arc::new(Hl7Normalizer::new());
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -53,6 +57,11 @@ pub async fn serve<S: IngestSink>(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, limit = options.max_connections, "too many MLLP connections; this one is closed");
+                    drop(stream);
+                    continue;
+                };
                 let connection = Connection {
                     sink: sink.clone(),
                     normalizer: normalizer.clone(),
@@ -60,7 +69,10 @@ pub async fn serve<S: IngestSink>(
                     peer,
                 };
                 let shutdown = shutdown.clone();
-                tokio::spawn(async move { connection.run(stream, shutdown).await });
+                tokio::spawn(async move {
+                    connection.run(stream, shutdown).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 // Out of file descriptors and the like: wait a little rather than spin.
@@ -341,6 +353,7 @@ mod tests {
         let options = ListenerOptions {
             max_message_bytes,
             idle_timeout,
+            max_connections: 2,
         };
         let task = tokio::spawn(serve(listener, sink, options, shutdown.clone()));
         Server {
@@ -612,6 +625,45 @@ mod tests {
         assert_eq!(codes(&read_acks(&mut stream, 1).await), [("AA", "WHOLE")]);
         closed_by_server(&mut stream).await;
         assert_eq!(sink.seen().len(), 1);
+        server.shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_are_closed_and_a_freed_slot_is_reused() {
+        // `start` serves two connections at once.
+        let sink = FakeSink::new(Mode::Accept);
+        let server = start(sink.clone(), 64 * 1024, WAIT).await;
+        let mut first = connect(server.addr).await;
+        let mut second = connect(server.addr).await;
+        for (stream, id) in [(&mut first, "C1"), (&mut second, "C2")] {
+            stream
+                .write_all(&framed(&[&adt(id)]))
+                .await
+                .unwrap_or_else(|e| panic!("write: {e}"));
+            assert_eq!(codes(&read_acks(stream, 1).await), [("AA", id)]);
+        }
+        let mut third = connect(server.addr).await;
+        closed_by_server(&mut third).await;
+        // When one of the two goes, the next sender is served.
+        drop(first);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let acks = loop {
+            let mut retry = connect(server.addr).await;
+            if retry.write_all(&framed(&[&adt("C3")])).await.is_ok() {
+                let mut buf = [0u8; 1];
+                // A closed connection reads 0 bytes (or fails); a served one answers.
+                if retry.peek(&mut buf).await.is_ok_and(|n| n > 0) {
+                    break read_acks(&mut retry, 1).await;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the slot was never freed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(codes(&acks), [("AA", "C3")]);
+        assert_eq!(sink.seen().len(), 3);
         server.shutdown.cancel();
     }
 }

@@ -391,12 +391,18 @@ impl Bus for AmqpBus {
         let name = self.topology.queue(queue);
         let mut backoff = reconnect_backoff();
         while !shutdown.is_cancelled() {
+            let started = std::time::Instant::now();
             match self
                 .consume_once(&name, concurrency, &handler, &shutdown)
                 .await
             {
                 Ok(()) => return,
                 Err(e) => {
+                    // A session that ran a while was a success: the next outage starts
+                    // the pauses from the shortest again.
+                    if started.elapsed() > HEALTHY_SESSION {
+                        backoff = reconnect_backoff();
+                    }
                     let wait = backoff.next().unwrap_or(Duration::from_secs(10));
                     tracing::warn!(queue = %name, error = %e, retry_in = ?wait, "broker connection lost; reconnecting");
                     tokio::select! {
@@ -421,6 +427,9 @@ fn transient_backoff() -> impl Iterator<Item = Duration> {
 }
 
 /// Reconnect delays: 100 ms doubling to 10 s, jittered, forever.
+/// A consumer session lasting this long counts as healthy (see `consume`).
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
 fn reconnect_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
