@@ -439,45 +439,28 @@ async fn a_duplicate_copy_of_a_delivery_job_finishing_second_records_nothing() -
         error: Some("503".into()),
         outcome: "retry".into(),
     };
-    let retry = || NextState::Retry {
-        at: chrono::Utc::now() + chrono::Duration::seconds(30),
-        error: "503".into(),
+    // Attempt `n` failed; a retry is due in 30 s. `true` when it was recorded.
+    let finish_attempt = |n: i32| {
+        db.store.finish_delivery(
+            delivery,
+            Some(attempt(n)),
+            NextState::Retry {
+                at: chrono::Utc::now() + chrono::Duration::seconds(30),
+                error: "503".into(),
+            },
+            AuditEntry::new("t", "deliver", "retry"),
+        )
     };
     // Two copies of the job both made attempt 1 (a retry parked twice, say).
-    let first = db
-        .store
-        .finish_delivery(
-            delivery,
-            Some(attempt(1)),
-            retry(),
-            AuditEntry::new("t", "deliver", "retry"),
-        )
-        .await?;
-    let second = db
-        .store
-        .finish_delivery(
-            delivery,
-            Some(attempt(1)),
-            retry(),
-            AuditEntry::new("t", "deliver", "retry"),
-        )
-        .await?;
+    let first = finish_attempt(1).await?;
+    let second = finish_attempt(1).await?;
     assert!(first, "the first copy records its attempt");
     assert!(
         !second,
         "the second copy must not record or schedule anything"
     );
     // The next attempt is recorded as usual.
-    assert!(
-        db.store
-            .finish_delivery(
-                delivery,
-                Some(attempt(2)),
-                retry(),
-                AuditEntry::new("t", "deliver", "retry")
-            )
-            .await?
-    );
+    assert!(finish_attempt(2).await?);
     let attempts: Vec<i32> =
         sqlx::query_scalar("SELECT attempt FROM delivery_attempts ORDER BY attempt")
             .fetch_all(&mut db.conn().await?)
