@@ -104,11 +104,16 @@ pub async fn run(
                 )
             })?;
         tracing::info!(addr = %settings.mllp.listen, "MLLP listener ready");
-        let ingestor = Arc::new(Ingestor::new(store.clone(), bus.clone()));
+        let ingestor = Arc::new(Ingestor::new(
+            store.clone(),
+            bus.clone(),
+            settings.database.acquire_timeout,
+        ));
         let options = renkei_hl7v2::listener::ListenerOptions {
             max_message_bytes: settings.mllp.max_message_bytes,
             idle_timeout: settings.mllp.idle_timeout,
             max_connections: settings.mllp.max_connections,
+            time_window: settings.ingest.time_window(),
         };
         let shutdown = shutdown.clone();
         tasks.spawn(async move {

@@ -23,6 +23,8 @@ pub struct Settings {
     pub bus: BusSettings,
     /// HL7 v2 MLLP listener.
     pub mllp: MllpSettings,
+    /// What every source adapter accepts.
+    pub ingest: IngestSettings,
     /// Router.
     pub router: RouterSettings,
     /// Webhook delivery.
@@ -73,6 +75,29 @@ pub struct MllpSettings {
     pub idle_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+}
+
+/// What every source adapter accepts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    /// Event times (and dates of birth) before this day (UTC) are refused.
+    pub earliest_event_time: chrono::NaiveDate,
+    /// Event times more than this far ahead of the hub's clock are refused.
+    #[serde(with = "humantime_serde")]
+    pub latest_event_time_ahead: Duration,
+}
+
+impl IngestSettings {
+    /// The window of times the normalisers accept.
+    pub fn time_window(&self) -> renkei_sdk::TimeWindow {
+        let earliest = self
+            .earliest_event_time
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc())
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        renkei_sdk::TimeWindow::ahead_of_now(earliest, self.latest_event_time_ahead)
+    }
 }
 
 /// Router settings.
@@ -207,6 +232,12 @@ impl Settings {
         if self.mllp.max_message_bytes < 1024 {
             return Err(invalid("mllp.max_message_bytes", "must be at least 1024"));
         }
+        if self.ingest.earliest_event_time >= chrono::Utc::now().date_naive() {
+            return Err(invalid(
+                "ingest.earliest_event_time",
+                "must be a day in the past, e.g. 1900-01-01",
+            ));
+        }
         if self.bus.prefix.is_empty()
             || !self
                 .bus
@@ -233,6 +264,10 @@ mod tests {
         assert_eq!(settings.bus.prefix, "renkei");
         assert_eq!(settings.delivery.retry_schedule[0], Duration::from_secs(5));
         assert_eq!(settings.log.format, LogFormat::Text);
+        assert_eq!(
+            settings.ingest.earliest_event_time.to_string(),
+            "1900-01-01"
+        );
         Ok(())
     }
 

@@ -154,9 +154,6 @@ fn init_logging(settings: &Settings) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Normalize { file } = &cli.command {
-        return normalize(file);
-    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(e) => {
@@ -164,6 +161,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Normalize { file } = &cli.command {
+        // No servers: the configuration only sets what the normaliser accepts.
+        return normalize(file, settings.ingest.time_window());
+    }
     init_logging(&settings);
     // One TLS stack: rustls with ring, for the webhook client and amqps.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -183,7 +184,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn normalize(file: &PathBuf) -> ExitCode {
+fn normalize(file: &PathBuf, window: renkei_sdk::TimeWindow) -> ExitCode {
     let raw = match std::fs::read(file) {
         Ok(raw) => raw,
         Err(e) => {
@@ -200,7 +201,7 @@ fn normalize(file: &PathBuf) -> ExitCode {
                 .unwrap_or(m)
         })
         .unwrap_or(&raw);
-    match renkei_hl7v2::Hl7Normalizer::new().normalize(message) {
+    match renkei_hl7v2::Hl7Normalizer::with_time_window(window).normalize(message) {
         Ok(event) => match serde_json::to_string_pretty(&event) {
             Ok(json) => {
                 let _ = writeln!(std::io::stdout(), "{json}");

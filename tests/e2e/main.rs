@@ -15,6 +15,7 @@ mod audit;
 mod checks;
 mod cli;
 mod consent;
+mod control_ids;
 mod durability;
 mod harness;
 mod mllp;

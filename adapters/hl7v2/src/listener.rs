@@ -39,6 +39,8 @@ pub struct ListenerOptions {
     /// Connections served at once; one more is closed as soon as it is accepted (its
     /// sender retries later), so a flood of connections cannot exhaust the hub.
     pub max_connections: usize,
+    /// Times the normaliser accepts; a message with one outside is answered `AE`.
+    pub time_window: renkei_sdk::TimeWindow,
 }
 
 /// Accepts connections until `shutdown`, serving each on its own task.
@@ -48,7 +50,7 @@ pub async fn serve<S: IngestSink>(
     options: ListenerOptions,
     shutdown: CancellationToken,
 ) {
-    let normalizer = Arc::new(Hl7Normalizer::new());
+    let normalizer = Arc::new(Hl7Normalizer::with_time_window(options.time_window));
     let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
     loop {
         let accepted = tokio::select! {
@@ -354,6 +356,7 @@ mod tests {
             max_message_bytes,
             idle_timeout,
             max_connections: 2,
+            time_window: renkei_sdk::TimeWindow::default(),
         };
         let task = tokio::spawn(serve(listener, sink, options, shutdown.clone()));
         Server {

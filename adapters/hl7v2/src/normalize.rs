@@ -13,7 +13,9 @@
 //!
 //! The event time is PV1-44 for A01 (then EVN-6, EVN-2), EVN-6 for A02 (then EVN-2),
 //! PV1-45 for A03 (then EVN-2), and EVN-2 otherwise; MSH-7 is the last resort. HL7
-//! timestamps without an offset are Japan time (+09:00).
+//! timestamps without an offset are Japan time (+09:00). Every timestamp read, and the
+//! date of birth, must lie in the normaliser's [`TimeWindow`] (by default 1900 to a year
+//! ahead of the clock); one outside it is refused naming its field.
 //!
 //! Errors name the HL7 location (`MSH-9`, `PID-3`, `EVN-2`…) and never repeat patient
 //! data: names, identifiers and dates of birth are not echoed; codes and timestamps are.
@@ -24,7 +26,7 @@ use chrono::{DateTime, FixedOffset};
 use renkei_sdk::{
     CanonicalEvent, Encounter, EncounterClass, EventData, EventType, Identifier, Insurance,
     Location, MedicalInsurance, NormalizeError, Normalizer, Origin, Patient, PersonName,
-    Practitioner, Sex, SourceFormat, facility_source, local_patient_id_system,
+    Practitioner, Sex, SourceFormat, TimeWindow, facility_source, local_patient_id_system,
 };
 
 use crate::charset::{self, shown};
@@ -40,13 +42,18 @@ pub const HANDLED_TRIGGERS: [&str; 9] = [
 /// canonical events. Stateless and cheap to share.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Hl7Normalizer {
-    _private: (),
+    window: TimeWindow,
 }
 
 impl Hl7Normalizer {
-    /// A normaliser.
+    /// A normaliser accepting times in the default [`TimeWindow`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A normaliser accepting times in `window` only.
+    pub fn with_time_window(window: TimeWindow) -> Self {
+        Self { window }
     }
 }
 
@@ -58,7 +65,7 @@ impl Normalizer for Hl7Normalizer {
     fn normalize(&self, raw: &[u8]) -> Result<CanonicalEvent, NormalizeError> {
         let decoded = charset::decode(raw)?;
         let message = Message::parse(&decoded.text)?;
-        normalize_message(&message, raw)
+        normalize_message(&message, raw, &self.window)
     }
 }
 
@@ -170,7 +177,11 @@ fn join_name(family: Cow<'_, str>, given: Cow<'_, str>) -> Option<String> {
     }
 }
 
-fn normalize_message(message: &Message<'_>, raw: &[u8]) -> Result<CanonicalEvent, NormalizeError> {
+fn normalize_message(
+    message: &Message<'_>,
+    raw: &[u8],
+    window: &TimeWindow,
+) -> Result<CanonicalEvent, NormalizeError> {
     let msh = message.msh();
     let evn = message.segment("EVN");
 
@@ -268,7 +279,7 @@ fn normalize_message(message: &Message<'_>, raw: &[u8]) -> Result<CanonicalEvent
     let pv1 = message.segment("PV1").map(|pv1| pv1.fields());
     let mut problems = Vec::new();
     let mut timestamp = |field: Option<Field<'_>>, location: &'static str| {
-        field.and_then(|f| read_timestamp(f, location, &mut problems))
+        field.and_then(|f| read_timestamp(f, location, window, &mut problems))
     };
     let evn_2 = timestamp(evn.map(|s| s.field(2)), "EVN-2");
     let evn_6 = timestamp(evn.map(|s| s.field(6)), "EVN-6");
@@ -276,13 +287,7 @@ fn normalize_message(message: &Message<'_>, raw: &[u8]) -> Result<CanonicalEvent
     let pv1_45 = timestamp(pv1.as_ref().map(|s| s.field(45)), "PV1-45");
     if let Some((location, _)) = problems.first() {
         let described: Vec<&str> = problems.iter().map(|(_, p)| p.as_str()).collect();
-        return Err(NormalizeError::at(
-            *location,
-            format!(
-                "{} (expected an HL7 timestamp YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ], e.g. 20250410093000)",
-                described.join("; ")
-            ),
-        ));
+        return Err(NormalizeError::at(*location, described.join("; ")));
     }
     let preferred: &[Option<DateTime<FixedOffset>>] = match trigger.as_str() {
         "A01" => &[pv1_44, evn_6, evn_2],
@@ -294,13 +299,13 @@ fn normalize_message(message: &Message<'_>, raw: &[u8]) -> Result<CanonicalEvent
         Some(time) => *time,
         None => {
             let mut problems = Vec::new();
-            match read_timestamp(msh.field(7), "MSH-7", &mut problems) {
+            match read_timestamp(msh.field(7), "MSH-7", window, &mut problems) {
                 Some(time) => time,
                 None => {
                     let reason = match problems.first() {
-                        Some((_, problem)) => format!(
-                            "the event time is missing (EVN-2 is empty) and {problem} (expected YYYY[MM[DD[HH[MM[SS]]]]][+/-ZZZZ])"
-                        ),
+                        Some((_, problem)) => {
+                            format!("the event time is missing (EVN-2 is empty) and {problem}")
+                        }
                         None => "the event time is missing: EVN-2 and MSH-7 are empty".to_owned(),
                     };
                     return Err(NormalizeError::at("EVN-2", reason));
@@ -312,7 +317,7 @@ fn normalize_message(message: &Message<'_>, raw: &[u8]) -> Result<CanonicalEvent
     let patient = Patient {
         identifiers,
         name: person_name(pid),
-        birth_date: birth_date(pid)?,
+        birth_date: birth_date(pid, window)?,
         sex: sex(pid),
         insurance: insurance(message),
     };
@@ -347,16 +352,26 @@ fn normalize_message(message: &Message<'_>, raw: &[u8]) -> Result<CanonicalEvent
 fn read_timestamp(
     field: Field<'_>,
     location: &'static str,
+    window: &TimeWindow,
     problems: &mut Vec<(&'static str, String)>,
 ) -> Option<DateTime<FixedOffset>> {
     let raw = field.value();
     let value = present(&raw)?;
     match dtm::parse(value).and_then(dtm::Dtm::to_datetime) {
-        Some(time) => Some(time),
+        Some(time) => match window.check(location, time) {
+            Ok(()) => Some(time),
+            Err(problem) => {
+                problems.push((location, format!("{problem} (it is {})", shown_time(value))));
+                None
+            }
+        },
         None => {
             problems.push((
                 location,
-                format!("{location} {} is not an HL7 timestamp", shown_time(value)),
+                format!(
+                    "{location} {} is not an HL7 timestamp (expected YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ], e.g. 20250410093000)",
+                    shown_time(value)
+                ),
             ));
             None
         }
@@ -466,13 +481,25 @@ fn person_name(pid: Segment<'_>) -> Option<PersonName> {
 }
 
 /// PID-7: the date of birth; a value less precise than a day is left out.
-fn birth_date(pid: Segment<'_>) -> Result<Option<chrono::NaiveDate>, NormalizeError> {
+fn birth_date(
+    pid: Segment<'_>,
+    window: &TimeWindow,
+) -> Result<Option<chrono::NaiveDate>, NormalizeError> {
     let raw = pid.field(7).value();
     let Some(value) = present(&raw) else {
         return Ok(None);
     };
     match dtm::parse(value) {
-        Some(dtm) => Ok(dtm.has_day.then_some(dtm.date)),
+        // The value itself is patient data: the error names the window only.
+        Some(dtm) => match window.check_past_date("PID-7", dtm.date) {
+            Ok(()) => Ok(dtm.has_day.then_some(dtm.date)),
+            Err(problem) => Err(NormalizeError::at(
+                "PID-7",
+                format!(
+                    "the date of birth: {problem} (the value is patient data and is not repeated here)"
+                ),
+            )),
+        },
         None => Err(NormalizeError::at(
             "PID-7",
             "the date of birth (PID-7) is not an HL7 date YYYYMMDD (the value is patient data and is not repeated here)",
@@ -681,6 +708,42 @@ mod tests {
         assert_eq!(
             event.data.origin.raw_sha256,
             Origin::sha256_hex(msg.as_bytes())
+        );
+    }
+
+    #[test]
+    fn implausible_times_are_refused_naming_the_field() {
+        let admission = |pv1_44: &str| {
+            let pv1 = seg("PV1", &[(1, "1"), (2, "I"), (44, pv1_44)]);
+            format!("{MSH}\rEVN||20250410080000\rPID|1||42\r{pv1}")
+        };
+        for year in ["00000101", "99991231235959", "18991231"] {
+            let e = err(&admission(year));
+            assert_eq!(e.location.as_deref(), Some("PV1-44"), "{year}: {e}");
+            assert!(
+                e.reason.contains("outside the times the hub accepts"),
+                "{e}"
+            );
+        }
+        let e = err(&format!("{MSH}\rEVN||99990101\rPID|1||42"));
+        assert_eq!(e.location.as_deref(), Some("EVN-2"), "{e}");
+        // Dates of birth too, without repeating the value.
+        let e = err(&format!("{MSH}\rEVN||20250410\rPID|1||42||||00010101"));
+        assert_eq!(e.location.as_deref(), Some("PID-7"), "{e}");
+        assert!(!e.reason.contains("0001"), "{e}");
+        // The window is the normaliser's: a narrower one refuses what the default takes.
+        let narrow = TimeWindow::between(
+            chrono::DateTime::parse_from_rfc3339("2025-04-11T00:00:00Z")
+                .map(|t| t.to_utc())
+                .unwrap_or_default(),
+            chrono::Utc::now(),
+        );
+        let text = admission("202504100900");
+        assert!(Hl7Normalizer::new().normalize(text.as_bytes()).is_ok());
+        let refused = Hl7Normalizer::with_time_window(narrow).normalize(text.as_bytes());
+        assert_eq!(
+            refused.err().and_then(|e| e.location).as_deref(),
+            Some("EVN-2")
         );
     }
 

@@ -7,12 +7,14 @@
 
 pub mod adapter;
 pub mod event;
+pub mod plausible;
 pub mod samples;
 
 pub use adapter::{
     IngestOutcome, IngestSink, InputSource, NormalizeError, Normalizer, ReceivedInput,
 };
 pub use event::*;
+pub use plausible::TimeWindow;
 
 /// The JSON Schema (draft 2020-12) of canonical event v1.
 pub const EVENT_SCHEMA_V1: &str = include_str!("../schema/event-v1.schema.json");

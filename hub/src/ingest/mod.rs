@@ -8,7 +8,8 @@ use renkei_sdk::{IngestOutcome, IngestSink, NormalizeError, ReceivedInput, Sourc
 use crate::audit::AuditEntry;
 use crate::bus::Bus;
 use crate::store::batch::GroupCommit;
-use crate::store::{IngestClaim, IngestRecord, IngestStore, Rejection, StoreError};
+use crate::store::{IngestClaim, IngestRecord, IngestStore, PublishMark, Rejection, StoreError};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Takes inputs from every source adapter.
@@ -17,7 +18,8 @@ pub struct Ingestor {
     store: Arc<dyn IngestStore>,
     bus: Arc<dyn Bus>,
     claims: GroupCommit<IngestRecord, IngestClaim>,
-    published: GroupCommit<Uuid, ()>,
+    published: GroupCommit<PublishMark, ()>,
+    store_timeout: Duration,
 }
 
 /// Inputs claimed per transaction, at most.
@@ -26,18 +28,22 @@ const CLAIM_BATCH: usize = 128;
 impl Ingestor {
     /// An ingestor over a store and a bus. Starts the tasks that commit claims and
     /// publish marks in batches (see [`GroupCommit`]); call it inside the runtime.
-    pub fn new(store: Arc<dyn IngestStore>, bus: Arc<dyn Bus>) -> Self {
+    ///
+    /// `store_timeout` bounds each wait for the store (normally the pool's
+    /// `database.acquire_timeout`): past it the sender is told to try again later, even
+    /// when the store hangs rather than fails, or queued batches are ahead.
+    pub fn new(store: Arc<dyn IngestStore>, bus: Arc<dyn Bus>, store_timeout: Duration) -> Self {
         let committer = store.clone();
         let claims = GroupCommit::spawn(CLAIM_BATCH, move |batch| {
             let store = committer.clone();
             Box::pin(async move { store.claim_ingests(batch).await })
         });
         let committer = store.clone();
-        let published = GroupCommit::spawn(CLAIM_BATCH, move |ids: &[Uuid]| {
+        let published = GroupCommit::spawn(CLAIM_BATCH, move |marks: &[PublishMark]| {
             let store = committer.clone();
             Box::pin(async move {
-                store.mark_published(ids).await?;
-                Ok(vec![(); ids.len()])
+                store.mark_published(marks).await?;
+                Ok(vec![(); marks.len()])
             })
         });
         Self {
@@ -45,29 +51,48 @@ impl Ingestor {
             bus,
             claims,
             published,
+            store_timeout,
         }
     }
 
+    /// Waits for the store at most `store_timeout`.
+    async fn store_call<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.store_timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the database did not answer within {:?} ({what})",
+                self.store_timeout
+            ))),
+        }
+    }
+
+    /// Publishes an event with a confirm, then marks its claim published (and audits the
+    /// acceptance) before the sender is answered: a claim answered `AA` is always marked,
+    /// so a later message reusing its id is refused, never taken for a resend.
     async fn publish(
         &self,
         event_type: &str,
-        event_id: uuid::Uuid,
+        mark: PublishMark,
         json: &[u8],
     ) -> Result<(), String> {
+        let event_id = mark.event_id;
         self.bus
             .publish_event(event_type, event_id, json)
             .await
             .map_err(|e| e.to_string())?;
-        // The sender is answered without waiting for the mark: if it is lost, a resend
-        // of this message publishes the event again, which the router ignores (it
-        // routes an event id once).
-        let published = self.published.clone();
-        tokio::spawn(async move {
-            if let Err(e) = published.submit(event_id).await {
-                tracing::debug!(%event_id, error = %e, "publish not marked; a resend would publish again");
-            }
-        });
-        Ok(())
+        // If the mark fails the sender is told AR and resends; the claim is still
+        // unmarked, so the resend publishes the same event again (the router routes an
+        // event id once) and is marked then.
+        self.store_call("marking the event published", self.published.submit(mark))
+            .await
+            .map_err(|e| {
+                tracing::info!(%event_id, error = %e, "published but not marked; the sender is told to resend");
+                e.to_string()
+            })
     }
 }
 
@@ -81,15 +106,18 @@ impl Ingestor {
         error: NormalizeError,
         raw: &[u8],
     ) -> IngestOutcome {
+        let rejection = Rejection {
+            adapter,
+            peer,
+            location: error.location.as_deref(),
+            reason: &error.reason,
+            raw,
+        };
         let kept = self
-            .store
-            .record_rejection(Rejection {
-                adapter,
-                peer,
-                location: error.location.as_deref(),
-                reason: &error.reason,
-                raw,
-            })
+            .store_call(
+                "keeping a refused input",
+                self.store.record_rejection(rejection),
+            )
             .await;
         match kept {
             Ok(id) => {
@@ -125,28 +153,30 @@ impl IngestSink for Ingestor {
             origin.sending_system.as_deref().unwrap_or(""),
             origin.facility.as_deref().unwrap_or(&event.source)
         );
-        let audit = AuditEntry::new(&format!("adapter:{adapter}"), "ingest", "accepted")
-            .event(event.id)
-            .detail(serde_json::json!({
-                "type": event.event_type.as_str(),
-                "source": event.source,
-                "message_id": origin.message_id,
-                "raw_sha256": origin.raw_sha256,
-                "peer": input.source.peer,
-            }));
+        let accepted = |event_id: Uuid| PublishMark {
+            event_id,
+            audit: AuditEntry::new(&format!("adapter:{adapter}"), "ingest", "accepted")
+                .event(event_id)
+                .detail(serde_json::json!({
+                    "type": event.event_type.as_str(),
+                    "source": event.source,
+                    "message_id": origin.message_id,
+                    "raw_sha256": origin.raw_sha256,
+                    "peer": input.source.peer,
+                })),
+        };
+        let record = IngestRecord {
+            source_key,
+            message_id: origin.message_id.clone(),
+            event_id: event.id,
+            event_type: event.event_type,
+            raw_sha256: origin.raw_sha256.clone(),
+            event_json: json.clone(),
+            // Kept here too, in case the claim refuses it.
+            raw: input.raw.clone(),
+        };
         let claim = self
-            .claims
-            .submit(IngestRecord {
-                source_key,
-                message_id: origin.message_id.clone(),
-                event_id: event.id,
-                event_type: event.event_type,
-                raw_sha256: origin.raw_sha256.clone(),
-                event_json: json.clone(),
-                // Kept here too, in case the claim refuses it.
-                raw: input.raw.clone(),
-                audit,
-            })
+            .store_call("claiming the message id", self.claims.submit(record))
             .await;
         let (event_id, duplicate) = match claim {
             Err(StoreError::Unavailable(e)) => return IngestOutcome::Unavailable(e),
@@ -174,7 +204,11 @@ impl IngestSink for Ingestor {
             }
             Ok(IngestClaim::AlreadyPublished { event_id }) => (event_id, true),
             Ok(IngestClaim::New) => match self
-                .publish(event.event_type.as_str(), event.id, json.as_bytes())
+                .publish(
+                    event.event_type.as_str(),
+                    accepted(event.id),
+                    json.as_bytes(),
+                )
                 .await
             {
                 Ok(()) => (event.id, false),
@@ -184,7 +218,10 @@ impl IngestSink for Ingestor {
                 event_id,
                 event_json,
                 event_type,
-            }) => match self.publish(&event_type, event_id, &event_json).await {
+            }) => match self
+                .publish(&event_type, accepted(event_id), &event_json)
+                .await
+            {
                 Ok(()) => (event_id, true),
                 Err(e) => return IngestOutcome::Unavailable(e),
             },

@@ -53,8 +53,6 @@ pub struct IngestRecord {
     pub event_json: String,
     /// The raw input.
     pub raw: Vec<u8>,
-    /// Audit entry for the acceptance.
-    pub audit: AuditEntry,
 }
 
 /// Whether an input was seen before.
@@ -67,7 +65,8 @@ pub enum IngestClaim {
         /// The first event's id.
         event_id: Uuid,
     },
-    /// Seen, but the publish was never confirmed: publish the stored event again.
+    /// Seen, but its sender was never told it was accepted: publish the stored event
+    /// again (same id as the first time).
     NotYetPublished {
         /// The first event's id.
         event_id: Uuid,
@@ -76,12 +75,87 @@ pub enum IngestClaim {
         /// Its type, the routing key.
         event_type: String,
     },
-    /// The sender used this message id before for a different message (other bytes):
-    /// neither published nor stored as accepted; the caller refuses it.
+    /// The sender used this message id before for a different message: neither
+    /// published nor stored as accepted; the caller refuses it.
     Reused {
         /// The event the id was first accepted as.
         event_id: Uuid,
     },
+}
+
+/// What the store holds of an earlier input under the same (source, message id).
+#[derive(Debug, Clone)]
+pub struct SeenIngest {
+    /// The first event's id.
+    pub event_id: Uuid,
+    /// SHA-256 (hex) of the first input's bytes.
+    pub raw_sha256: String,
+    /// Whether the first was marked published. The mark commits before its sender is
+    /// told `AA` ([`IngestStore::mark_published`]), so an unmarked claim was never
+    /// answered `AA`: its sender was told `AR`, got no answer, or is still waiting.
+    pub published: bool,
+    /// The first event, as stored.
+    pub event_json: String,
+    /// Its type.
+    pub event_type: String,
+}
+
+/// The rule for an input whose (source, message id) was seen before, shared by every
+/// backend.
+///
+/// - The same bytes are a resend: acknowledged again (and published again if the first
+///   was never confirmed to its sender).
+/// - Other bytes after the first was answered `AA` are a reused id: refused, so the
+///   second content is kept as a rejected input instead of vanishing.
+/// - Other bytes while the first was never answered `AA` are a resend only when they
+///   say the same thing (a sender re-stamping MSH-7 on its retry after `AR`): the same
+///   event apart from its id and the raw bytes' hash. Anything else is a reused id too:
+///   the first may still be answered `AA` in a moment (two connections racing), and
+///   taking the second for a resend would acknowledge content that is never published.
+pub fn seen_claim(first: &SeenIngest, record: &IngestRecord) -> IngestClaim {
+    let resend = first.raw_sha256 == record.raw_sha256
+        || (!first.published && same_content(&first.event_json, &record.event_json));
+    match (resend, first.published) {
+        (true, true) => IngestClaim::AlreadyPublished {
+            event_id: first.event_id,
+        },
+        (true, false) => IngestClaim::NotYetPublished {
+            event_id: first.event_id,
+            event_json: first.event_json.clone().into_bytes(),
+            event_type: first.event_type.clone(),
+        },
+        (false, _) => IngestClaim::Reused {
+            event_id: first.event_id,
+        },
+    }
+}
+
+/// Whether two serialised canonical events carry the same content, ignoring what
+/// differs between two copies of one message: the event id and the raw bytes' hash.
+/// Anything unreadable compares unequal (refusing is safe, accepting might lose).
+fn same_content(first: &str, second: &str) -> bool {
+    fn comparable(json: &str) -> Option<serde_json::Value> {
+        let mut value: serde_json::Value = serde_json::from_str(json).ok()?;
+        let object = value.as_object_mut()?;
+        object.remove("id");
+        let origin = object.get_mut("data")?.get_mut("origin")?.as_object_mut()?;
+        origin.remove("raw_sha256");
+        Some(value)
+    }
+    match (comparable(first), comparable(second)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// A claim whose event the broker confirmed, about to be answered as accepted.
+#[derive(Debug, Clone)]
+pub struct PublishMark {
+    /// The event the broker confirmed.
+    pub event_id: Uuid,
+    /// Audit entry for the acceptance, recorded only by the mark that publishes the
+    /// claim (a second copy's mark records nothing).
+    pub audit: AuditEntry,
 }
 
 /// An input the hub will never accept.
@@ -103,11 +177,14 @@ pub struct Rejection<'a> {
 #[async_trait]
 pub trait IngestStore: Send + Sync {
     /// Records accepted inputs, each unless the same (source, message id) was seen;
-    /// one claim per record, in order. A record repeating an earlier one of the same
-    /// batch is `NotYetPublished` (published again rather than risk never).
+    /// one claim per record, in order, decided by [`seen_claim`] for those seen. A
+    /// record repeating an earlier one of the same batch is judged against it (it was
+    /// not answered yet).
     async fn claim_ingests(&self, batch: &[IngestRecord]) -> Result<Vec<IngestClaim>, StoreError>;
-    /// Marks ingests as confirmed by the broker.
-    async fn mark_published(&self, event_ids: &[Uuid]) -> Result<(), StoreError>;
+    /// Marks claims as confirmed by the broker and audits each acceptance, in one
+    /// commit. It must commit before the sender is told `AA`: [`seen_claim`] takes an
+    /// unmarked claim for one whose sender was never told so.
+    async fn mark_published(&self, marks: &[PublishMark]) -> Result<(), StoreError>;
     /// Keeps a refused input (raw bytes and reason) and audits it; returns its id.
     async fn record_rejection(&self, rejection: Rejection<'_>) -> Result<Uuid, StoreError>;
 }
@@ -447,3 +524,93 @@ pub trait AdminStore: Send + Sync {
 /// Every store trait; what `renkei up` wires together.
 pub trait Store: IngestStore + RouteStore + DeliveryStore + AdminStore {}
 impl<T: IngestStore + RouteStore + DeliveryStore + AdminStore> Store for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(patient: &str) -> String {
+        serde_json::json!({
+            "id": Uuid::now_v7(),
+            "type": "inpatient.admitted",
+            "data": {
+                "patient": { "identifiers": [{ "system": "urn:test", "value": patient }] },
+                "origin": { "message_id": "K1", "raw_sha256": format!("sha-of-{patient}-{}", Uuid::now_v7()) }
+            }
+        })
+        .to_string()
+    }
+
+    fn record(raw_sha256: &str, event_json: String) -> IngestRecord {
+        IngestRecord {
+            source_key: "hl7v2|HIS|1319999999".into(),
+            message_id: "K1".into(),
+            event_id: Uuid::now_v7(),
+            event_type: EventType::InpatientAdmitted,
+            raw_sha256: raw_sha256.into(),
+            event_json,
+            raw: Vec::new(),
+        }
+    }
+
+    fn first(published: bool, event_json: String) -> SeenIngest {
+        SeenIngest {
+            event_id: Uuid::now_v7(),
+            raw_sha256: "aaa".into(),
+            published,
+            event_json,
+            event_type: "inpatient.admitted".into(),
+        }
+    }
+
+    #[test]
+    fn other_content_under_an_id_answered_aa_is_a_reused_id() {
+        let seen = first(true, event("patient-1"));
+        let claim = seen_claim(&seen, &record("bbb", event("patient-2")));
+        assert_eq!(
+            claim,
+            IngestClaim::Reused {
+                event_id: seen.event_id
+            }
+        );
+        // Even the same content with other bytes: the first was answered AA.
+        let claim = seen_claim(&seen, &record("bbb", event("patient-1")));
+        assert!(matches!(claim, IngestClaim::Reused { .. }), "{claim:?}");
+    }
+
+    #[test]
+    fn other_content_under_an_id_not_yet_answered_is_a_reused_id_too() {
+        // The first may be answered AA any moment: taking the second for its resend
+        // would acknowledge content that is never published.
+        let seen = first(false, event("patient-1"));
+        let claim = seen_claim(&seen, &record("bbb", event("patient-2")));
+        assert!(matches!(claim, IngestClaim::Reused { .. }), "{claim:?}");
+    }
+
+    #[test]
+    fn a_resend_is_acknowledged_and_published_again_when_never_answered_aa() {
+        let seen = first(false, event("patient-1"));
+        // The same bytes, or a re-stamped copy that says the same thing.
+        for (sha, json) in [("aaa", event("patient-2")), ("ccc", event("patient-1"))] {
+            let claim = seen_claim(&seen, &record(sha, json));
+            assert!(
+                matches!(&claim, IngestClaim::NotYetPublished { event_id, .. } if *event_id == seen.event_id),
+                "{claim:?}"
+            );
+        }
+        let published = first(true, event("patient-1"));
+        assert_eq!(
+            seen_claim(&published, &record("aaa", event("patient-1"))),
+            IngestClaim::AlreadyPublished {
+                event_id: published.event_id
+            }
+        );
+    }
+
+    #[test]
+    fn unreadable_stored_content_is_never_taken_for_a_resend() {
+        let seen = first(false, "not json".into());
+        let claim = seen_claim(&seen, &record("bbb", event("patient-1")));
+        assert!(matches!(claim, IngestClaim::Reused { .. }), "{claim:?}");
+    }
+}

@@ -308,7 +308,6 @@ impl IngestStore for PgStore {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        let mut audits = Vec::with_capacity(n);
         for r in batch {
             keys.push(r.source_key.as_str());
             message_ids.push(r.message_id.as_str());
@@ -317,7 +316,6 @@ impl IngestStore for PgStore {
             shas.push(r.raw_sha256.as_str());
             raws.push(r.raw.as_slice());
             jsons.push(r.event_json.as_str());
-            audits.push(r.audit.clone());
         }
         let mut tx = self.pool.begin().await?;
         let inserted: HashSet<Uuid> = sqlx::query_scalar(
@@ -339,16 +337,9 @@ impl IngestStore for PgStore {
         .await?
         .into_iter()
         .collect();
-        let accepted: Vec<AuditEntry> = audits
-            .into_iter()
-            .zip(&event_ids)
-            .filter(|(_, id)| inserted.contains(id))
-            .map(|(audit, _)| audit)
-            .collect();
-        append_audit(&mut tx, accepted).await?;
 
-        // Seen before: what was stored the first time.
-        let mut seen: HashMap<(&str, &str), (IngestClaim, String, Uuid)> = HashMap::new();
+        // Seen before (or earlier in this batch): what was stored the first time.
+        let mut seen: HashMap<(String, String), SeenIngest> = HashMap::new();
         if inserted.len() < n {
             let (k, m): (Vec<&str>, Vec<&str>) = keys
                 .iter()
@@ -368,66 +359,60 @@ impl IngestStore for PgStore {
             .fetch_all(&mut *tx)
             .await?;
             for row in rows {
-                let event_id: Uuid = row.try_get("event_id")?;
-                let claim = if row.try_get::<bool, _>("published")? {
-                    IngestClaim::AlreadyPublished { event_id }
-                } else {
-                    IngestClaim::NotYetPublished {
-                        event_id,
-                        event_json: row.try_get::<String, _>("event")?.into_bytes(),
+                seen.insert(
+                    (row.try_get("source_key")?, row.try_get("message_id")?),
+                    SeenIngest {
+                        event_id: row.try_get("event_id")?,
+                        raw_sha256: row.try_get("raw_sha256")?,
+                        published: row.try_get("published")?,
+                        event_json: row.try_get("event")?,
                         event_type: row.try_get("event_type")?,
-                    }
-                };
-                let (key, id): (String, String) =
-                    (row.try_get("source_key")?, row.try_get("message_id")?);
-                // Borrow the batch's own strings as the key.
-                if let Some(i) = keys
-                    .iter()
-                    .zip(&message_ids)
-                    .position(|(k, m)| *k == key && *m == id)
-                {
-                    seen.insert(
-                        (keys[i], message_ids[i]),
-                        (claim, row.try_get("raw_sha256")?, event_id),
-                    );
-                }
+                    },
+                );
             }
         }
         tx.commit().await?;
-        keys.iter()
-            .zip(&message_ids)
-            .zip(&event_ids)
-            .zip(&shas)
-            .map(|(((k, m), id), sha)| {
-                if inserted.contains(id) {
+        batch
+            .iter()
+            .map(|record| {
+                if inserted.contains(&record.event_id) {
                     return Ok(IngestClaim::New);
                 }
-                let (claim, first_sha, first_event) = seen.get(&(*k, *m)).ok_or_else(|| {
-                    StoreError::Corrupt(format!("ingest of event {id} neither stored nor found"))
-                })?;
-                // Other bytes under a used id are refused only once the first message
-                // was confirmed (answered AA). Before that its sender was told AR, and
-                // a resend may well be re-stamped (MSH-7): the first is published now.
-                Ok(
-                    if first_sha == sha || !matches!(claim, IngestClaim::AlreadyPublished { .. }) {
-                        claim.clone()
-                    } else {
-                        IngestClaim::Reused {
-                            event_id: *first_event,
-                        }
-                    },
-                )
+                let first = seen
+                    .get(&(record.source_key.clone(), record.message_id.clone()))
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "ingest of event {} neither stored nor found",
+                            record.event_id
+                        ))
+                    })?;
+                Ok(seen_claim(first, record))
             })
             .collect()
     }
 
-    async fn mark_published(&self, event_ids: &[Uuid]) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE ingests SET published_at = now() WHERE event_id = ANY ($1) AND published_at IS NULL",
+    async fn mark_published(&self, marks: &[PublishMark]) -> Result<(), StoreError> {
+        let ids: Vec<Uuid> = marks.iter().map(|m| m.event_id).collect();
+        let mut tx = self.pool.begin().await?;
+        let marked: HashSet<Uuid> = sqlx::query_scalar(
+            "UPDATE ingests SET published_at = now()
+             WHERE event_id = ANY ($1) AND published_at IS NULL
+             RETURNING event_id",
         )
-        .bind(event_ids)
-        .execute(&self.pool)
-        .await?;
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        // One acceptance per claim, however many copies were confirmed.
+        let mut audited = HashSet::new();
+        let accepted: Vec<AuditEntry> = marks
+            .iter()
+            .filter(|m| marked.contains(&m.event_id) && audited.insert(m.event_id))
+            .map(|m| m.audit.clone())
+            .collect();
+        append_audit(&mut tx, accepted).await?;
+        tx.commit().await?;
         Ok(())
     }
 

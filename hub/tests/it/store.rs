@@ -268,16 +268,25 @@ async fn example_registry_applies() -> anyhow::Result<()> {
 }
 
 fn ingest(message_id: &str, raw: &[u8]) -> renkei_hub::store::IngestRecord {
+    ingest_about(message_id, raw, "P1")
+}
+
+/// An input about `patient`: copies of one message differ only in their bytes' hash.
+fn ingest_about(message_id: &str, raw: &[u8], patient: &str) -> renkei_hub::store::IngestRecord {
     let event_id = uuid::Uuid::now_v7();
+    let raw_sha256 = renkei_sdk::Origin::sha256_hex(raw);
     renkei_hub::store::IngestRecord {
         source_key: "hl7v2|HIS01|1319999999".into(),
         message_id: message_id.into(),
         event_id,
         event_type: renkei_sdk::EventType::InpatientAdmitted,
-        raw_sha256: renkei_sdk::Origin::sha256_hex(raw),
-        event_json: format!(r#"{{"id":"{event_id}"}}"#),
+        event_json: serde_json::json!({
+            "id": event_id,
+            "data": { "patient": { "id": patient }, "origin": { "raw_sha256": raw_sha256 } }
+        })
+        .to_string(),
+        raw_sha256,
         raw: raw.to_vec(),
-        audit: AuditEntry::new("adapter:test", "ingest", "accepted").event(event_id),
     }
 }
 
@@ -291,19 +300,26 @@ async fn a_reused_message_id_with_other_bytes_is_told_apart_from_a_resend() -> a
         db.store.claim_ingests(std::slice::from_ref(&first)).await?,
         vec![IngestClaim::New]
     );
-    // Not yet confirmed (its sender was told AR): a resend is published again, even
-    // re-stamped with other bytes.
+    // Not yet confirmed (its sender was told AR, or not answered yet): a resend is
+    // published again, even re-stamped with other bytes; other content is refused.
     let resend = ingest("C1", b"first message");
     let restamped = ingest("C1", b"first message, re-stamped");
-    let claims = db.store.claim_ingests(&[resend, restamped]).await?;
-    for claim in &claims {
+    let other = ingest_about("C1", b"another patient under the same id", "P2");
+    let claims = db.store.claim_ingests(&[resend, restamped, other]).await?;
+    for claim in &claims[..2] {
         assert!(
             matches!(claim, IngestClaim::NotYetPublished { event_id, .. } if *event_id == first_id),
             "{claims:?}"
         );
     }
+    assert_eq!(claims[2], IngestClaim::Reused { event_id: first_id });
     // Confirmed (answered AA): the same bytes are a resend, other bytes are refused.
-    db.store.mark_published(&[first_id]).await?;
+    db.store
+        .mark_published(&[renkei_hub::store::PublishMark {
+            event_id: first_id,
+            audit: AuditEntry::new("adapter:test", "ingest", "accepted").event(first_id),
+        }])
+        .await?;
     let resend = ingest("C1", b"first message");
     let other = ingest("C1", b"another message under the same id");
     let claims = db.store.claim_ingests(&[resend, other]).await?;
