@@ -137,7 +137,7 @@ pub struct Env {
     pub db: PgPool,
     bin: PathBuf,
     dir: PathBuf,
-    extra: Vec<(String, String)>,
+    extra: Mutex<Vec<(String, String)>>,
     hubs: Mutex<Vec<Hub>>,
     files: Mutex<usize>,
 }
@@ -195,10 +195,12 @@ impl Env {
             db,
             bin,
             dir,
-            extra: extra
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            extra: Mutex::new(
+                extra
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
             hubs: Mutex::new(Vec::new()),
             files: Mutex::new(0),
         };
@@ -215,6 +217,14 @@ impl Env {
         let mut n = self.files.lock().unwrap_or_else(|e| e.into_inner());
         *n += 1;
         self.dir.join(format!("{stem}-{n}.{ext}"))
+    }
+
+    /// Hubs started from now on also get `key=value` (after every other setting).
+    pub fn set(&self, key: &str, value: &str) {
+        self.extra
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((key.to_owned(), value.to_owned()));
     }
 
     /// `renkei ARGS` with this deployment's configuration and nothing inherited.
@@ -236,7 +246,13 @@ impl Env {
             .env("RENKEI__API__LISTEN", self.api.to_string())
             .env("RENKEI__DELIVERY__RETRY_SCHEDULE", RETRY_SCHEDULE_ENV)
             .env("RENKEI__DELIVERY__TIMEOUT", "5s")
-            .envs(self.extra.iter().map(|(k, v)| (k, v)))
+            .envs(
+                self.extra
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         command

@@ -22,4 +22,5 @@ mod mllp;
 mod outage;
 mod receiver;
 mod registry;
+mod relay;
 mod spine;
