@@ -1,1 +1,5 @@
-//! End-to-end tests live in `e2e/`.
+//! End-to-end tests live in `e2e/`; this library holds what they share with the
+//! benchmark.
+
+pub mod history;
+pub mod webhook_verify;

@@ -18,6 +18,7 @@ mod consent;
 mod control_ids;
 mod durability;
 mod harness;
+mod history;
 mod mllp;
 mod outage;
 mod receiver;

@@ -63,12 +63,12 @@ async fn consents_of_many(
         return Ok(consents);
     }
     let patients: Vec<&str> = patients.iter().map(AsRef::as_ref).collect();
-    // A join on the unnested list, not `= ANY ($1)`: the prepared statement's generic
-    // plan then looks each patient up in the index instead of scanning the table.
+    // Each patient looked up on its own (see `PgStore::connect`): a read whose cost
+    // does not depend on how many consents the region has.
     let rows = sqlx::query(
         "SELECT c.id, c.patient_id, c.scope, c.facilities, c.basis, c.valid_from, c.valid_until, c.withdrawn_at
          FROM (SELECT DISTINCT p FROM UNNEST($1::text[]) AS u(p)) AS u
-         JOIN consents c ON c.patient_id = u.p
+         CROSS JOIN LATERAL (SELECT * FROM consents c WHERE c.patient_id = u.p OFFSET 0) AS c
          ORDER BY c.patient_id, c.id",
     )
     .bind(&patients)
@@ -98,6 +98,14 @@ impl PgStore {
         let options: PgConnectOptions = url
             .parse()
             .map_err(|e| StoreError::Unavailable(format!("bad database URL: {e}")))?;
+        // Every statement on the hub's hot paths is written to be served by an index,
+        // one key at a time (lateral lookups, `= ANY` on a unique key). With sequential
+        // scans priced out, PostgreSQL keeps it so whatever its statistics say — none on
+        // a server without autovacuum, or a table analysed while nearly empty — and
+        // whatever plan it cached while the tables were small: an event costs the same
+        // after a year of history as on the first day. A statement no index can serve
+        // still scans; none on the hot paths needs to.
+        let options = options.options([("enable_seqscan", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(acquire_timeout)
@@ -351,8 +359,10 @@ impl IngestStore for PgStore {
             let rows = sqlx::query(
                 "SELECT i.source_key, i.message_id, i.event_id, i.event_type, i.raw_sha256,
                         i.published_at IS NOT NULL AS published, i.event::text AS event
-                 FROM ingests i JOIN UNNEST($1::text[], $2::text[]) AS u(k, m)
-                   ON i.source_key = u.k AND i.message_id = u.m",
+                 FROM UNNEST($1::text[], $2::text[]) AS u(k, m)
+                 CROSS JOIN LATERAL (
+                     SELECT * FROM ingests i WHERE i.source_key = u.k AND i.message_id = u.m OFFSET 0
+                 ) AS i",
             )
             .bind(&k)
             .bind(&m)
@@ -499,9 +509,11 @@ impl RouteStore for PgStore {
         let systems: Vec<&str> = identifiers.iter().map(|i| i.system.as_str()).collect();
         let values: Vec<&str> = identifiers.iter().map(|i| i.value.as_str()).collect();
         Ok(sqlx::query_scalar(
-            "SELECT pi.patient_id FROM patient_identifiers pi
-             JOIN UNNEST($1::text[], $2::text[]) AS wanted(system, value)
-               ON pi.system = wanted.system AND pi.value = wanted.value
+            "SELECT pi.patient_id FROM UNNEST($1::text[], $2::text[]) AS wanted(system, value)
+             CROSS JOIN LATERAL (
+                 SELECT patient_id FROM patient_identifiers pi
+                 WHERE pi.system = wanted.system AND pi.value = wanted.value OFFSET 0
+             ) AS pi
              ORDER BY pi.patient_id LIMIT 1",
         )
         .bind(&systems)
@@ -527,7 +539,10 @@ impl RouteStore for PgStore {
              FROM subscriptions s
              JOIN participants p ON p.id = s.participant_id
              JOIN endpoints e ON e.participant_id = s.participant_id AND e.name = s.endpoint_name
-             LEFT JOIN care_relationships cr ON cr.participant_id = s.participant_id AND cr.patient_id = $3
+             LEFT JOIN LATERAL (
+                 SELECT * FROM care_relationships cr
+                 WHERE cr.patient_id = $3 AND cr.participant_id = s.participant_id OFFSET 0
+             ) AS cr ON true
              WHERE $1 = ANY (s.event_types)
                AND (cardinality(s.source_facilities) = 0 OR $2 = ANY (s.source_facilities))
              ORDER BY s.participant_id, s.name",
@@ -582,7 +597,10 @@ impl RouteStore for PgStore {
         let rows = sqlx::query(
             "SELECT w.i, min(pi.patient_id) AS patient_id
              FROM UNNEST($1::int[], $2::text[], $3::text[]) AS w(i, system, value)
-             JOIN patient_identifiers pi ON pi.system = w.system AND pi.value = w.value
+             CROSS JOIN LATERAL (
+                 SELECT patient_id FROM patient_identifiers pi
+                 WHERE pi.system = w.system AND pi.value = w.value OFFSET 0
+             ) AS pi
              GROUP BY w.i",
         )
         .bind(&q_index)
@@ -621,7 +639,10 @@ impl RouteStore for PgStore {
                   AND (cardinality(s.source_facilities) = 0 OR u.f = ANY (s.source_facilities))
              JOIN participants p ON p.id = s.participant_id
              JOIN endpoints e ON e.participant_id = s.participant_id AND e.name = s.endpoint_name
-             LEFT JOIN care_relationships cr ON cr.participant_id = s.participant_id AND cr.patient_id = u.patient
+             LEFT JOIN LATERAL (
+                 SELECT * FROM care_relationships cr
+                 WHERE cr.patient_id = u.patient AND cr.participant_id = s.participant_id OFFSET 0
+             ) AS cr ON true
              ORDER BY u.i, s.participant_id, s.name",
         )
         .bind(&c_index)
@@ -839,11 +860,11 @@ impl DeliveryStore for PgStore {
         let rows = sqlx::query(
             "SELECT d.id, d.event_id, e.body::text AS body, d.sequence, d.status, d.attempts,
                     d.next_attempt_at, d.participant_id, p.facility_code, e.patient_id, en.url, en.secrets, en.enabled
-             FROM deliveries d
-             JOIN events e ON e.id = d.event_id
+             FROM (SELECT DISTINCT w FROM UNNEST($1::uuid[]) AS u(w)) AS u
+             CROSS JOIN LATERAL (SELECT * FROM deliveries d WHERE d.id = u.w OFFSET 0) AS d
+             CROSS JOIN LATERAL (SELECT * FROM events e WHERE e.id = d.event_id OFFSET 0) AS e
              JOIN participants p ON p.id = d.participant_id
-             JOIN endpoints en ON en.participant_id = d.participant_id AND en.name = d.endpoint_name
-             WHERE d.id = ANY ($1)",
+             JOIN endpoints en ON en.participant_id = d.participant_id AND en.name = d.endpoint_name",
         )
         .bind(ids)
         .fetch_all(&mut *conn)
@@ -921,7 +942,7 @@ impl DeliveryStore for PgStore {
                     next_attempt_at = u.na, last_error = u.le, updated_at = now()
              FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], $6::int[])
                   AS u(id, st, n, na, le, before)
-             WHERE d.id = u.id AND d.status IN ('pending', 'retrying')
+             WHERE d.id = ANY ($1) AND d.id = u.id AND d.status IN ('pending', 'retrying')
                AND (u.before IS NULL OR d.attempts = u.before)
              RETURNING d.id",
         )

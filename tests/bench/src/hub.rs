@@ -7,12 +7,37 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, Executor, PgConnection};
+use renkei_e2e::history::{TABLE_READS_SQL, history_sql};
+use sqlx::{Connection, Executor, PgConnection, Row};
 use tokio::process::{Child, Command};
 
 use crate::Args;
 use crate::load::{HOSPITAL, patient_local_id};
 use crate::receiver::Receiver;
+
+/// What PostgreSQL read from the hub's tables (all of them) over a stretch of a run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TableReads {
+    /// Sequential scans started.
+    pub sequential_scans: i64,
+    /// Rows those scans read.
+    pub sequential_rows: i64,
+    /// Rows fetched through indexes.
+    pub index_rows: i64,
+    /// Delivery attempts inserted (to know every session has reported).
+    pub attempts_inserted: i64,
+}
+
+impl TableReads {
+    fn since(self, before: &Self) -> Self {
+        Self {
+            sequential_scans: self.sequential_scans - before.sequential_scans,
+            sequential_rows: self.sequential_rows - before.sequential_rows,
+            index_rows: self.index_rows - before.index_rows,
+            attempts_inserted: self.attempts_inserted - before.attempts_inserted,
+        }
+    }
+}
 
 /// A running hub and what it needs cleaned up.
 pub struct Hub {
@@ -119,7 +144,68 @@ impl Hub {
             "renkei admin apply failed: {}",
             String::from_utf8_lossy(&applied.stderr)
         );
+        if args.history > 0 {
+            let started = Instant::now();
+            let participants: Vec<String> = (0..receivers.len())
+                .map(|n| format!("office-{n}"))
+                .collect();
+            let participants: Vec<&str> = participants.iter().map(String::as_str).collect();
+            let mut conn = self.connect().await?;
+            for statement in history_sql(args.history, &participants) {
+                conn.execute(sqlx::AssertSqlSafe(statement)).await?;
+            }
+            conn.close().await?;
+            eprintln!(
+                "bench: {} events of history written under the running hub in {:.1} s",
+                args.history,
+                started.elapsed().as_secs_f64()
+            );
+        }
         Ok(())
+    }
+
+    async fn connect(&self) -> anyhow::Result<PgConnection> {
+        Ok(PgConnection::connect(&database_url(&self.server_url, &self.database)?).await?)
+    }
+
+    /// PostgreSQL's counters for the hub's tables, summed.
+    pub async fn table_reads(&self) -> anyhow::Result<TableReads> {
+        let mut conn = self.connect().await?;
+        let mut reads = TableReads::default();
+        for row in sqlx::query(TABLE_READS_SQL).fetch_all(&mut conn).await? {
+            reads.sequential_scans += row.try_get::<i64, _>("seq_scan")?;
+            reads.sequential_rows += row.try_get::<i64, _>("seq_tup_read")?;
+            reads.index_rows += row.try_get::<i64, _>("idx_tup_fetch")?;
+            if row.try_get::<String, _>("relname")? == "delivery_attempts" {
+                reads.attempts_inserted = row.try_get("n_tup_ins")?;
+            }
+        }
+        conn.close().await?;
+        Ok(reads)
+    }
+
+    /// What was read since `before`, once the statistics show the `attempts` delivery
+    /// attempts made since then (the hub must have stopped: a session reports its
+    /// counts when it ends, or after idling a while).
+    pub async fn table_reads_after(
+        &self,
+        before: &TableReads,
+        attempts: usize,
+    ) -> anyhow::Result<TableReads> {
+        let wanted = i64::try_from(attempts)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let reads = self.table_reads().await?.since(before);
+            if reads.attempts_inserted >= wanted || Instant::now() > deadline {
+                return Ok(reads);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Kills the hub process (its database and broker objects stay until [`Hub::stop`]).
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
     }
 
     /// The MLLP listener.
@@ -208,7 +294,6 @@ fn clock_ticks_per_second() -> f64 {
 /// Two participants, one receiver each, subscribed to admissions; every patient looked
 /// after by both and consenting to both.
 fn registry(patients: usize, receivers: &[Receiver]) -> String {
-    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let mut toml = format!(
         "[[facilities]]\ncode = \"{HOSPITAL}\"\nname = \"Bench Hospital\"\nkind = \"hospital\"\n"
     );
@@ -238,7 +323,8 @@ name = "adt"
 endpoint = "main"
 event_types = ["inpatient.admitted"]
 "#,
-            url = receiver.url()
+            url = receiver.url(),
+            secret = receiver.secret()
         );
     }
     for p in 0..patients {

@@ -108,6 +108,8 @@ pub struct LoadResult {
     pub deliveries: usize,
     /// Deliveries received twice.
     pub duplicates: usize,
+    /// Webhook requests whose signature did not verify (answered 401).
+    pub bad_signatures: usize,
     /// Deliveries expected but not received when the wait ended.
     pub missing: usize,
 }
@@ -192,6 +194,7 @@ pub async fn run(
     for r in receivers {
         result.duplicates += r.duplicates();
         result.end_to_end_ns.extend(r.latencies_ns().await);
+        result.bad_signatures += r.bad_signatures();
         if r.unreadable() > 0 {
             eprintln!(
                 "bench: {} webhook bodies named no benchmark message",

@@ -49,6 +49,11 @@ pub struct Args {
     /// Patients in the registry (events cycle through them).
     #[arg(long, default_value_t = 1_000)]
     pub patients: usize,
+    /// Past events to write under the running hub before the load (each with both
+    /// deliveries, an attempt each and an ingest row; one patient per ten events), to
+    /// show that the work per event does not grow with history.
+    #[arg(long, default_value_t = 0)]
+    pub history: usize,
     /// Print one JSON document instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -130,7 +135,7 @@ async fn run(args: &Args) -> anyhow::Result<report::Report> {
         receiver::Receiver::start(sent.clone()).await?,
         receiver::Receiver::start(sent.clone()).await?,
     ];
-    let hub = hub::Hub::start(args, &receivers).await?;
+    let mut hub = hub::Hub::start(args, &receivers).await?;
     let outcome = async {
         eprintln!(
             "bench: hub end to end ({} senders, {})",
@@ -140,10 +145,16 @@ async fn run(args: &Args) -> anyhow::Result<report::Report> {
                 None => format!("{} events as fast as accepted", args.messages),
             }
         );
+        let reads_before = hub.table_reads().await?;
         let cpu_before = hub.cpu_seconds()?;
         let load = load::run(args, hub.mllp_addr(), &sent, &receivers).await?;
         let cpu = hub.cpu_seconds()? - cpu_before;
         let peak_rss = hub.peak_rss_bytes()?;
+        // The hub's database sessions report what they read when they end.
+        hub.kill().await;
+        let reads = hub
+            .table_reads_after(&reads_before, load.deliveries)
+            .await?;
         anyhow::Ok(report::Report::new(
             args,
             sample.len(),
@@ -151,6 +162,7 @@ async fn run(args: &Args) -> anyhow::Result<report::Report> {
             load,
             cpu,
             peak_rss,
+            reads,
         ))
     }
     .await;

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::Args;
 use crate::broker::Baseline;
+use crate::hub::TableReads;
 use crate::load::LoadResult;
 
 /// Percentiles of a latency sample, in milliseconds.
@@ -60,6 +61,8 @@ pub struct Report {
     end_to_end: Percentiles,
     hub_cpu_seconds: f64,
     hub_peak_rss_bytes: u64,
+    history: usize,
+    database_reads: TableReads,
 }
 
 impl Report {
@@ -71,6 +74,7 @@ impl Report {
         mut load: LoadResult,
         hub_cpu_seconds: f64,
         hub_peak_rss_bytes: u64,
+        database_reads: TableReads,
     ) -> Self {
         let ack = Percentiles::of(std::mem::take(&mut load.ack_ns));
         let end_to_end = Percentiles::of(std::mem::take(&mut load.end_to_end_ns));
@@ -88,7 +92,18 @@ impl Report {
             end_to_end,
             hub_cpu_seconds,
             hub_peak_rss_bytes,
+            history: args.history,
+            database_reads,
         }
+    }
+
+    /// PostgreSQL rows read per accepted event: (by sequential scans, through indexes).
+    fn rows_read_per_event(&self) -> (f64, f64) {
+        let events = self.load.accepted.max(1) as f64;
+        (
+            self.database_reads.sequential_rows as f64 / events,
+            self.database_reads.index_rows as f64 / events,
+        )
     }
 
     fn events_per_second(&self) -> f64 {
@@ -129,11 +144,19 @@ impl Report {
                 "deliveries": self.load.deliveries,
                 "deliveries_missing": self.load.missing,
                 "deliveries_duplicated": self.load.duplicates,
+                "signatures_refused": self.load.bad_signatures,
                 "deliveries_per_second": self.deliveries_per_second(),
                 "ack_latency": self.ack.to_json(),
                 "source_to_receiver_latency": self.end_to_end.to_json(),
                 "cpu_seconds": self.hub_cpu_seconds,
                 "peak_rss_bytes": self.hub_peak_rss_bytes,
+                "cpu_ms_per_event": self.hub_cpu_seconds * 1e3 / self.load.accepted.max(1) as f64,
+            },
+            "postgresql": {
+                "history_events": self.history,
+                "rows_read_sequentially_per_event": self.rows_read_per_event().0,
+                "rows_read_by_index_per_event": self.rows_read_per_event().1,
+                "sequential_scans": self.database_reads.sequential_scans,
             },
             "hub_to_raw_broker_ratio": self.ratio(),
         })
@@ -169,12 +192,13 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "hub delivered             {:>9.0} deliveries/s  ({} in {:.2} s; missing {}, duplicated {})",
+            "hub delivered             {:>9.0} deliveries/s  ({} in {:.2} s; missing {}, duplicated {}, signatures refused {})",
             self.deliveries_per_second(),
             l.deliveries,
             l.delivery_elapsed.as_secs_f64(),
             l.missing,
-            l.duplicates
+            l.duplicates,
+            l.bad_signatures
         );
         for (name, p) in [
             ("ACK latency", self.ack),
@@ -194,8 +218,21 @@ impl Report {
         );
         let _ = writeln!(
             out,
+            "hub CPU per event         {:>9.3} ms",
+            self.hub_cpu_seconds * 1e3 / l.accepted.max(1) as f64
+        );
+        let _ = writeln!(
+            out,
             "hub peak RSS              {:>9.1} MB",
             self.hub_peak_rss_bytes as f64 / 1_048_576.0
+        );
+        let (sequential, index) = self.rows_read_per_event();
+        let _ = writeln!(
+            out,
+            "PostgreSQL rows read      {:>9.1} per event  ({sequential:.1} sequentially in {} scans, {index:.1} by index; history {} events)",
+            sequential + index,
+            self.database_reads.sequential_scans,
+            self.history
         );
         if let Some(ratio) = self.ratio() {
             let _ = writeln!(out, "hub events/s ÷ raw broker {ratio:>9.3}");
