@@ -3,6 +3,7 @@
 //! queues (so waiting retries survive a hub restart); dead-letter what will never
 //! succeed or has run out of retries, with the reason.
 
+pub mod destination;
 pub mod signing;
 
 use std::sync::Arc;

@@ -3,13 +3,15 @@
 //! region wants to exist. Applying is idempotent: resources are created or updated to
 //! match; resources the document does not name are left as they are.
 
-use std::collections::HashSet;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::validate;
 use super::{
     CareRelationship, Consent, Endpoint, Facility, Participant, PatientRecord, Subscription,
 };
+use crate::delivery::destination::{DestinationPolicy, DestinationRefused};
 
 /// The whole document. Every section is optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,36 +40,65 @@ pub struct RegistryDocument {
     pub consents: Vec<Consent>,
 }
 
-/// A document that cannot be applied. Nothing was changed.
+/// A document that cannot be applied, with every problem found. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{location}: {problem}")]
 pub struct DocumentError {
+    /// The problems, in document order per section.
+    pub problems: Vec<Problem>,
+}
+
+/// One problem of a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
     /// Where, e.g. `endpoints[0] (sakura/main).secrets[1]`.
     pub location: String,
     /// What is wrong.
     pub problem: String,
 }
 
-fn err(location: impl Into<String>, problem: impl Into<String>) -> DocumentError {
-    DocumentError {
-        location: location.into(),
-        problem: problem.into(),
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.location, self.problem)
     }
 }
 
-fn is_facility_code(code: &str) -> bool {
-    code.len() == 10 && code.bytes().all(|b| b.is_ascii_digit())
+impl std::fmt::Display for DocumentError {
+    /// One problem: `location: problem`; several: a count, then one per line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.problems.as_slice() {
+            [one] => write!(f, "{one}"),
+            problems => {
+                write!(f, "{} problems in the document:", problems.len())?;
+                for problem in problems {
+                    write!(f, "\n- {problem}")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
-const FACILITY_KINDS: [&str; 7] = [
-    "hospital",
-    "clinic",
-    "visiting_nursing",
-    "care_management",
-    "care_facility",
-    "pharmacy",
-    "other",
-];
+impl DocumentError {
+    /// The places named, in order.
+    pub fn locations(&self) -> Vec<&str> {
+        self.problems.iter().map(|p| p.location.as_str()).collect()
+    }
+}
+
+fn err(location: impl Into<String>, problem: impl Into<String>) -> DocumentError {
+    DocumentError {
+        problems: vec![Problem {
+            location: location.into(),
+            problem: problem.into(),
+        }],
+    }
+}
+
+/// How long applying waits for a name in an endpoint URL to resolve for the
+/// destination check; a name still unresolved is checked at each attempt instead.
+const RESOLVE_WITHIN: Duration = Duration::from_secs(5);
+/// Endpoint names resolved at once when applying.
+const RESOLVE_CONCURRENCY: usize = 16;
 
 impl RegistryDocument {
     /// Parses TOML.
@@ -81,168 +112,83 @@ impl RegistryDocument {
         &mut self,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<(), DocumentError> {
+        let mut problems = Vec::new();
         for (i, endpoint) in self.endpoints.iter_mut().enumerate() {
             for (j, secret) in endpoint.secrets.iter_mut().enumerate() {
                 if let Some(var) = secret.strip_prefix("env:") {
-                    *secret = lookup(var).ok_or_else(|| {
-                        err(
-                            format!("endpoints[{i}].secrets[{j}]"),
-                            format!("environment variable {var} is not set"),
-                        )
-                    })?;
+                    match lookup(var) {
+                        Some(value) => *secret = value,
+                        None => problems.push(Problem {
+                            location: format!("endpoints[{i}].secrets[{j}]"),
+                            problem: format!(
+                                "environment variable {} is not set",
+                                validate::shown(var)
+                            ),
+                        }),
+                    }
                 }
             }
         }
-        Ok(())
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(DocumentError { problems })
+        }
     }
 
-    /// Checks everything that can be checked without the database: formats, and that
-    /// references inside the document point at something (references to resources
-    /// already in the database are checked by the store when applying).
+    /// Checks everything that can be checked without the database or the network:
+    /// formats, ids, duplicates, and that references inside the document point at
+    /// something (references to resources already in the database are checked by the
+    /// store when applying). Every problem is reported, not only the first.
     pub fn validate(&self) -> Result<(), DocumentError> {
-        for (i, f) in self.facilities.iter().enumerate() {
-            if !is_facility_code(&f.code) {
-                return Err(err(format!("facilities[{i}].code"), "must be 10 digits"));
-            }
-            if !FACILITY_KINDS.contains(&f.kind.as_str()) {
-                return Err(err(
-                    format!("facilities[{i}].kind"),
-                    format!("`{}` is not one of {}", f.kind, FACILITY_KINDS.join(", ")),
-                ));
-            }
+        let (problems, _) = validate::check(self);
+        if problems.0.is_empty() {
+            Ok(())
+        } else {
+            Err(DocumentError {
+                problems: problems.0,
+            })
         }
-        for (i, p) in self.participants.iter().enumerate() {
-            if p.id.is_empty() {
-                return Err(err(format!("participants[{i}].id"), "must not be empty"));
-            }
-            if !is_facility_code(&p.facility) {
-                return Err(err(
-                    format!("participants[{i}].facility"),
-                    "must be 10 digits",
-                ));
-            }
-        }
-        for (i, e) in self.endpoints.iter().enumerate() {
-            let at = format!("endpoints[{i}] ({}/{})", e.participant, e.name);
-            if !(e.url.starts_with("https://") || e.url.starts_with("http://")) {
-                return Err(err(format!("{at}.url"), "must be an http(s):// URL"));
-            }
-            if e.secrets.is_empty() {
-                return Err(err(
-                    format!("{at}.secrets"),
-                    "needs at least one whsec_ secret",
-                ));
-            }
-            for (j, s) in e.secrets.iter().enumerate() {
-                if let Err(problem) = crate::delivery::signing::WebhookSecret::parse(s) {
-                    return Err(err(format!("{at}.secrets[{j}]"), problem.to_string()));
-                }
-            }
-        }
-        let endpoints: HashSet<(&str, &str)> = self
-            .endpoints
-            .iter()
-            .map(|e| (e.participant.as_str(), e.name.as_str()))
-            .collect();
-        for (i, s) in self.subscriptions.iter().enumerate() {
-            let at = format!("subscriptions[{i}] ({}/{})", s.participant, s.name);
-            if s.event_types.is_empty() {
-                return Err(err(
-                    format!("{at}.event_types"),
-                    "must name at least one event type",
-                ));
-            }
-            for (j, t) in s.event_types.iter().enumerate() {
-                if let Err(e) = t.parse::<renkei_sdk::EventType>() {
-                    return Err(err(format!("{at}.event_types[{j}]"), e.to_string()));
-                }
-            }
-            for (j, f) in s.source_facilities.iter().enumerate() {
-                if !is_facility_code(f) {
-                    return Err(err(
-                        format!("{at}.source_facilities[{j}]"),
-                        "must be 10 digits",
-                    ));
-                }
-            }
-            if !self.endpoints.is_empty()
-                && self
-                    .endpoints
-                    .iter()
-                    .any(|e| e.participant == s.participant)
-                && !endpoints.contains(&(s.participant.as_str(), s.endpoint.as_str()))
+    }
+
+    /// [`validate`](Self::validate), and that no endpoint URL points at a destination
+    /// `destinations` refuses: a literal address, or a name that resolves now to a
+    /// refused address (a name that does not resolve is accepted: every attempt checks
+    /// again). All problems are reported together.
+    pub async fn validate_for(
+        &self,
+        destinations: &DestinationPolicy,
+    ) -> Result<(), DocumentError> {
+        use futures_util::StreamExt;
+        let (mut problems, urls) = validate::check(self);
+        let refusals: Vec<(usize, Result<(), DestinationRefused>)> = futures_util::stream::iter(
+            urls,
+        )
+        .map(|(i, url)| async move { (i, destinations.check_url(&url, RESOLVE_WITHIN).await) })
+        .buffered(RESOLVE_CONCURRENCY)
+        .collect()
+        .await;
+        for (i, refusal) in refusals {
+            if let Err(refused) = refusal
+                && let Some(e) = self.endpoints.get(i)
             {
-                return Err(err(
-                    format!("{at}.endpoint"),
-                    format!(
-                        "participant {} declares no endpoint `{}`",
-                        s.participant, s.endpoint
+                problems.0.push(Problem {
+                    location: format!(
+                        "endpoints[{i}] ({}/{}).url",
+                        validate::shown(&e.participant),
+                        validate::shown(&e.name)
                     ),
-                ));
+                    problem: refused.to_string(),
+                });
             }
         }
-        for (i, p) in self.patients.iter().enumerate() {
-            if p.id.is_empty() {
-                return Err(err(format!("patients[{i}].id"), "must not be empty"));
-            }
-            if p.identifiers.is_empty() {
-                return Err(err(
-                    format!("patients[{i}].identifiers"),
-                    "needs at least one identifier",
-                ));
-            }
-            for (j, id) in p.identifiers.iter().enumerate() {
-                if id.resolved_system().is_none() {
-                    return Err(err(
-                        format!("patients[{i}].identifiers[{j}]"),
-                        "give exactly one of `system` or `facility`",
-                    ));
-                }
-                if id.facility.as_deref().is_some_and(|f| !is_facility_code(f)) {
-                    return Err(err(
-                        format!("patients[{i}].identifiers[{j}].facility"),
-                        "must be 10 digits",
-                    ));
-                }
-                if id.value.is_empty() {
-                    return Err(err(
-                        format!("patients[{i}].identifiers[{j}].value"),
-                        "must not be empty",
-                    ));
-                }
-            }
+        if problems.0.is_empty() {
+            Ok(())
+        } else {
+            Err(DocumentError {
+                problems: problems.0,
+            })
         }
-        for (i, r) in self.care_relationships.iter().enumerate() {
-            if r.valid_until.is_some_and(|until| until < r.valid_from) {
-                return Err(err(
-                    format!("care_relationships[{i}].valid_until"),
-                    "is before valid_from",
-                ));
-            }
-        }
-        for (i, c) in self.consents.iter().enumerate() {
-            if c.valid_until.is_some_and(|until| until <= c.valid_from) {
-                return Err(err(
-                    format!("consents[{i}] ({}).valid_until", c.id),
-                    "is not after valid_from",
-                ));
-            }
-            if c.scope == super::ConsentScope::Facilities && c.facilities.is_empty() {
-                return Err(err(
-                    format!("consents[{i}] ({}).facilities", c.id),
-                    "a per-facility consent must list the facilities it covers",
-                ));
-            }
-            for (j, f) in c.facilities.iter().enumerate() {
-                if !is_facility_code(f) {
-                    return Err(err(
-                        format!("consents[{i}] ({}).facilities[{j}]", c.id),
-                        "must be 10 digits",
-                    ));
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -337,10 +283,10 @@ valid_from = "2025-01-01T00:00:00Z"
         doc.subscriptions[0]
             .event_types
             .push("inpatient.admited".into());
-        let e = doc.validate().err().map(|e| e.location);
+        let e = doc.validate().err();
         assert_eq!(
-            e.as_deref(),
-            Some("subscriptions[0] (sakura/adt).event_types[1]")
+            e.as_ref().map(DocumentError::locations),
+            Some(vec!["subscriptions[0] (sakura/adt).event_types[1]"])
         );
         Ok(())
     }
