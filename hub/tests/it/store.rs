@@ -108,7 +108,10 @@ async fn exported_endpoint_urls_never_show_credentials() -> anyhow::Result<()> {
     let db = TestDb::new().await?;
     let mut doc = registry()?;
     doc.endpoints[0].url = "https://renkei:hunter2@care.example.jp/hook".into();
-    assert!(doc.validate().is_err(), "refused when applied through the CLI or API");
+    assert!(
+        doc.validate().is_err(),
+        "refused when applied through the CLI or API"
+    );
     db.store.apply_registry(&doc, "test").await?;
     let exported = db.store.export_registry().await?;
     assert_eq!(
