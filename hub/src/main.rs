@@ -88,12 +88,16 @@ enum AdminCommand {
     /// Apply a registry document (TOML): facilities, participants, endpoints,
     /// subscriptions, patients, care relationships, consents. Idempotent; prints what
     /// changed. Secrets may be written `env:VAR` to read them from the environment.
+    /// A document with problems is refused whole, listing every problem; endpoint URLs
+    /// at loopback, private or other special-purpose addresses are refused unless
+    /// delivery.allowed_destinations allows them.
     Apply {
         /// The document.
         #[arg(long, short = 'f')]
         file: PathBuf,
-        /// Validate the document (formats, references inside it, env: secrets) and print
-        /// what it declares, without touching the database.
+        /// Validate the document (formats, ids, duplicates, references inside it, env:
+        /// secrets, endpoint destinations) and print what it declares, without touching
+        /// the database.
         #[arg(long)]
         dry_run: bool,
     },
