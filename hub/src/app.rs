@@ -7,13 +7,17 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{AuditEntry, AuditRow};
 use crate::bus::amqp::AmqpBus;
 use crate::bus::{Bus, QueueRole};
 use crate::config::Settings;
 use crate::delivery::DeliveryWorker;
+use crate::delivery::destination::DestinationPolicy;
 use crate::ingest::Ingestor;
+use crate::registry::document::{Change, RegistryDocument};
 use crate::router::Router;
 use crate::store::pg::PgStore;
+use crate::store::{AdminStore, DeliveryFilter, DeliverySummary, StoreError};
 
 /// A part of the hub that can run in a process of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -123,7 +127,12 @@ pub async fn run(
     }
     if roles.contains(&Role::Api) {
         let state = crate::api::ApiState {
-            admin: store.clone(),
+            admin: Arc::new(GuardedAdmin {
+                store: store.clone(),
+                destinations: DestinationPolicy::new(
+                    settings.delivery.allowed_destinations.clone(),
+                ),
+            }),
             deliveries: store.clone(),
             bus: bus.clone(),
         };
@@ -189,5 +198,61 @@ async fn seal_audit_until(store: &PgStore, shutdown: &CancellationToken) {
     }
     if let Err(e) = store.seal_all_audit().await {
         tracing::warn!(error = %e, "audit entries left to the next sealer");
+    }
+}
+
+/// The admin store as the API sees it: a registry document is applied only when its
+/// endpoint URLs point at destinations `delivery.allowed_destinations` allows (the
+/// check `renkei admin apply` makes too); refused, the API answers 422 naming each
+/// endpoint. Everything else goes straight to the store.
+struct GuardedAdmin {
+    store: Arc<PgStore>,
+    destinations: DestinationPolicy,
+}
+
+#[async_trait::async_trait]
+impl AdminStore for GuardedAdmin {
+    async fn apply_registry(
+        &self,
+        doc: &RegistryDocument,
+        actor: &str,
+    ) -> Result<Vec<Change>, StoreError> {
+        doc.validate_for(&self.destinations)
+            .await
+            .map_err(|e| StoreError::Rejected(e.to_string()))?;
+        AdminStore::apply_registry(self.store.as_ref(), doc, actor).await
+    }
+    async fn export_registry(&self) -> Result<RegistryDocument, StoreError> {
+        AdminStore::export_registry(self.store.as_ref()).await
+    }
+    async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<DeliverySummary>, StoreError> {
+        AdminStore::list_deliveries(self.store.as_ref(), filter).await
+    }
+    async fn create_api_key(&self, name: &str, key_sha256: &[u8]) -> Result<String, StoreError> {
+        AdminStore::create_api_key(self.store.as_ref(), name, key_sha256).await
+    }
+    async fn find_api_key(&self, key_sha256: &[u8]) -> Result<Option<String>, StoreError> {
+        AdminStore::find_api_key(self.store.as_ref(), key_sha256).await
+    }
+    async fn audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
+        AdminStore::audit(self.store.as_ref(), entries).await
+    }
+    async fn audit_rows(&self, after: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+        AdminStore::audit_rows(self.store.as_ref(), after, limit).await
+    }
+    async fn audit_head(&self) -> Result<(i64, Vec<u8>), StoreError> {
+        AdminStore::audit_head(self.store.as_ref()).await
+    }
+    async fn seal_audit(&self) -> Result<usize, StoreError> {
+        AdminStore::seal_audit(self.store.as_ref()).await
+    }
+    async fn event(
+        &self,
+        id: uuid::Uuid,
+    ) -> Result<Option<(Option<String>, serde_json::Value)>, StoreError> {
+        AdminStore::event(self.store.as_ref(), id).await
     }
 }

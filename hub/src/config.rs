@@ -124,6 +124,30 @@ pub struct DeliverySettings {
     pub jitter: f64,
     /// User-Agent of webhook requests.
     pub user_agent: String,
+    /// Networks webhooks may reach although they are special-purpose (loopback,
+    /// private, link-local…), e.g. `10.20.0.0/16`; a bare address is one host.
+    #[serde(default, deserialize_with = "networks")]
+    pub allowed_destinations: Vec<ipnet::IpNet>,
+}
+
+fn networks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let texts = Vec::<String>::deserialize(d)?;
+    texts
+        .iter()
+        .map(|t| t.trim())
+        // An empty value (RENKEI__DELIVERY__ALLOWED_DESTINATIONS="") allows nothing.
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<ipnet::IpNet>()
+                .map(|net| net.trunc())
+                .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{t}` is not a network (e.g. 10.20.0.0/16, fd00::/8) or an address"
+                    ))
+                })
+        })
+        .collect()
 }
 
 fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
@@ -198,6 +222,7 @@ impl Settings {
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("delivery.retry_schedule")
+                    .with_list_parse_key("delivery.allowed_destinations")
                     .try_parsing(true),
             )
             .build()?
@@ -282,5 +307,43 @@ mod tests {
             err.as_deref(),
             Some("invalid configuration: `delivery.jitter` must be between 0.0 and 0.5")
         );
+    }
+
+    #[test]
+    fn allowed_destinations_are_networks_or_addresses() -> Result<(), ConfigError> {
+        assert!(
+            Settings::load(None)?
+                .delivery
+                .allowed_destinations
+                .is_empty()
+        );
+        let dir = std::env::temp_dir().join(format!("renkei-cfg-nets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let path = dir.join("nets.toml");
+        std::fs::write(
+            &path,
+            "[delivery]\nallowed_destinations = [\"127.0.0.1/8\", \"::1\", \" 10.20.0.0/16 \"]\n",
+        )
+        .ok();
+        let nets: Vec<String> = Settings::load(Some(&path))?
+            .delivery
+            .allowed_destinations
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["127.0.0.0/8", "::1/128", "10.20.0.0/16"]);
+        std::fs::write(
+            &path,
+            "[delivery]\nallowed_destinations = [\"10.0.0.0/33\"]\n",
+        )
+        .ok();
+        let err = Settings::load(Some(&path)).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains(
+                "`10.0.0.0/33` is not a network (e.g. 10.20.0.0/16, fd00::/8) or an address"
+            )),
+            "{err:?}"
+        );
+        Ok(())
     }
 }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use renkei_hub::app::{self, Role};
 use renkei_hub::config::{LogFormat, Settings};
+use renkei_hub::delivery::destination::DestinationPolicy;
 use renkei_hub::registry::document::{ChangeAction, RegistryDocument};
 use renkei_hub::store::{AdminStore, DeliveryFilter};
 use renkei_sdk::Normalizer;
@@ -87,12 +88,16 @@ enum AdminCommand {
     /// Apply a registry document (TOML): facilities, participants, endpoints,
     /// subscriptions, patients, care relationships, consents. Idempotent; prints what
     /// changed. Secrets may be written `env:VAR` to read them from the environment.
+    /// A document with problems is refused whole, listing every problem; endpoint URLs
+    /// at loopback, private or other special-purpose addresses are refused unless
+    /// delivery.allowed_destinations allows them.
     Apply {
         /// The document.
         #[arg(long, short = 'f')]
         file: PathBuf,
-        /// Validate the document (formats, references inside it, env: secrets) and print
-        /// what it declares, without touching the database.
+        /// Validate the document (formats, ids, duplicates, references inside it, env:
+        /// secrets, endpoint destinations) and print what it declares, without touching
+        /// the database.
         #[arg(long)]
         dry_run: bool,
     },
@@ -311,11 +316,15 @@ async fn admin(command: AdminCommand, settings: &Settings) -> anyhow::Result<Exi
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let mut doc = RegistryDocument::from_toml(&text)
                 .with_context(|| format!("{}", file.display()))?;
-            doc.resolve_secrets(|var| std::env::var(var).ok())
-                .and_then(|()| doc.validate())
-                .with_context(|| {
-                    format!("{} cannot be applied; nothing was changed", file.display())
-                })?;
+            let destinations =
+                DestinationPolicy::new(settings.delivery.allowed_destinations.clone());
+            let checked = match doc.resolve_secrets(|var| std::env::var(var).ok()) {
+                Ok(()) => doc.validate_for(&destinations).await,
+                Err(e) => Err(e),
+            };
+            checked.with_context(|| {
+                format!("{} cannot be applied; nothing was changed", file.display())
+            })?;
             if dry_run {
                 println!("{} is valid: {}", file.display(), declared(&doc));
                 return Ok(ExitCode::SUCCESS);

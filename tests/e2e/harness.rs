@@ -142,6 +142,9 @@ pub struct Env {
     files: Mutex<usize>,
 }
 
+/// `delivery.allowed_destinations` of the test hubs: loopback, where receivers listen.
+pub const LOOPBACK: &str = "127.0.0.0/8,::1";
+
 impl Env {
     /// A deployment with the test defaults.
     pub async fn new() -> anyhow::Result<Self> {
@@ -246,6 +249,9 @@ impl Env {
             .env("RENKEI__API__LISTEN", self.api.to_string())
             .env("RENKEI__DELIVERY__RETRY_SCHEDULE", RETRY_SCHEDULE_ENV)
             .env("RENKEI__DELIVERY__TIMEOUT", "5s")
+            // The test receivers listen on this machine's loopback, which webhooks may
+            // not reach by default.
+            .env("RENKEI__DELIVERY__ALLOWED_DESTINATIONS", LOOPBACK)
             .envs(
                 self.extra
                     .lock()

@@ -5,7 +5,8 @@
 
 use std::fmt::Write;
 
-use crate::harness::Env;
+use crate::harness::{Env, Roles, http_client};
+use crate::mllp::{MllpClient, conformance, send_accepted};
 use crate::receiver::Receiver;
 
 /// The hospital whose ADT feed the conformance messages are.
@@ -162,4 +163,185 @@ pub async fn single_office(env: &Env, receiver: &Receiver) -> anyhow::Result<Reg
     );
     env.apply(&registry).await?;
     Ok(registry)
+}
+
+// ---------------------------------------------------------------------------------
+// What a registry document may not say, and where webhooks may not go.
+
+/// `delivery.allowed_destinations` empty: loopback is refused like any special range.
+const NOTHING_ALLOWED: (&str, &str) = ("RENKEI__DELIVERY__ALLOWED_DESTINATIONS", "");
+
+#[tokio::test]
+async fn a_document_with_problems_is_refused_whole_naming_every_one() -> anyhow::Result<()> {
+    let env = Env::new().await?;
+    let migrated = env.renkei(&["migrate"]).await?;
+    assert!(migrated.status.success(), "{migrated}");
+    let receiver = Receiver::start().await?;
+    let mut office = Office::new("office-a", "1370000001", &receiver, true);
+    // An id with a newline once forged a line of the CLI's output.
+    office.id = "office-a\\ncreated   participant forged".into();
+    let mut doc = Registry::new(vec![office], &["1370000001"]).to_toml();
+    doc.push_str(&format!(
+        "\n[[participants]]\nid = \"office-b\"\nfacility = \"1370000002\"\nname = \"B\\u0000\"\n\n\
+         [[participants]]\nid = \"office-b\"\nfacility = \"1370000002\"\nname = \"B again\"\n\n\
+         [[endpoints]]\nparticipant = \"office-b\"\nname = \"creds\"\nurl = \"https://renkei:hunter2@care.example.jp/hook\"\nsecrets = [\"{secret}\"]\n\n\
+         [[endpoints]]\nparticipant = \"office-b\"\nname = \"port\"\nurl = \"http://care.example.jp:99999/hook\"\nsecrets = [\"{secret}\"]\n\n\
+         [[endpoints]]\nparticipant = \"office-b\"\nname = \"metadata\"\nurl = \"http://169.254.169.254/latest/meta-data/\"\nsecrets = [\"{secret}\"]\n",
+        secret = receiver.secret()
+    ));
+    let path = std::env::temp_dir().join(format!("renkei-e2e-bad-{}.toml", env.prefix));
+    std::fs::write(&path, doc)?;
+    let path_text = path.to_string_lossy().into_owned();
+    let out = env.renkei(&["admin", "apply", "-f", &path_text]).await?;
+    let _ = std::fs::remove_file(&path);
+    assert!(!out.status.success(), "{out}");
+    for expected in [
+        "participants[0].id: contains a control character (U+000A)",
+        "endpoints[0] (office-a\\u{a}created   participant forged/main).participant: contains a control character (U+000A)",
+        "participants[1].name: contains a NUL character",
+        "participants[2].id: is declared twice; the first is participants[1] (remove one)",
+        "endpoints[1] (office-b/creds).url: credentials are not allowed in an endpoint URL",
+        "endpoints[2] (office-b/port).url: has an invalid port (give 1 to 65535, or none)",
+        "endpoints[3] (office-b/metadata).url: 169.254.169.254 is a link-local address",
+    ] {
+        assert!(out.stderr.contains(expected), "names `{expected}`: {out}");
+    }
+    assert!(
+        !out.stdout
+            .lines()
+            .chain(out.stderr.lines())
+            .any(|l| l.starts_with("created")),
+        "no forged line: {out}"
+    );
+    let participants: i64 = sqlx::query_scalar("SELECT count(*) FROM participants")
+        .fetch_one(&env.db)
+        .await?;
+    assert_eq!(participants, 0, "nothing was applied");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_destination_refused_at_apply_through_the_cli_and_the_api() -> anyhow::Result<()> {
+    let env = Env::with_settings(&[NOTHING_ALLOWED]).await?;
+    let receiver = Receiver::start().await?;
+    let mut office = Office::new(OFFICE, OFFICE_FACILITY, &receiver, true);
+    office.url = office.url.replace("127.0.0.1", "localhost");
+    let registry = Registry::new(vec![office], &[OFFICE_FACILITY]);
+    let path = std::env::temp_dir().join(format!("renkei-e2e-dest-{}.toml", env.prefix));
+    std::fs::write(&path, registry.to_toml())?;
+    let path_text = path.to_string_lossy().into_owned();
+    let out = env.renkei(&["admin", "apply", "-f", &path_text]).await?;
+    let _ = std::fs::remove_file(&path);
+    assert!(!out.status.success(), "{out}");
+    assert!(
+        out.stderr
+            .contains("endpoints[0] (office-a/main).url: `localhost` resolves to ")
+            && out.stderr.contains("a loopback address"),
+        "{out}"
+    );
+
+    env.start_hub(Roles::All).await?;
+    let created = env
+        .renkei(&["admin", "create-api-key", "--name", "t"])
+        .await?;
+    assert!(created.status.success(), "{created}");
+    let key = created.stdout.trim().to_owned();
+    let http = http_client()?;
+    let apply = |doc: serde_json::Value| {
+        http.post(format!("http://{}/v1/registry/apply", env.api))
+            .bearer_auth(&key)
+            .json(&doc)
+            .send()
+    };
+    let endpoint = |url: &str| {
+        serde_json::json!({
+            "participants": [{ "id": OFFICE, "facility": OFFICE_FACILITY, "name": "A" }],
+            "facilities": [{ "code": OFFICE_FACILITY, "name": "A", "kind": "care_management" }],
+            "endpoints": [{ "participant": OFFICE, "name": "main", "url": url,
+                            "secrets": [receiver.secret()] }],
+        })
+    };
+    let refused = apply(endpoint(&receiver.url().replace("127.0.0.1", "localhost"))).await?;
+    assert_eq!(refused.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    let body: serde_json::Value = refused.json().await?;
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("endpoints[0] (office-a/main).url: `localhost` resolves to "),
+        "{body}"
+    );
+    let mut nul = endpoint("https://care.example.jp/hook");
+    nul["participants"][0]["name"] = "A\u{0}".into();
+    let refused = apply(nul).await?;
+    assert_eq!(refused.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    let body: serde_json::Value = refused.json().await?;
+    assert_eq!(
+        body["error"], "participants[0].name: contains a NUL character",
+        "not PostgreSQL's words"
+    );
+    let endpoints: i64 = sqlx::query_scalar("SELECT count(*) FROM endpoints")
+        .fetch_one(&env.db)
+        .await?;
+    assert_eq!(endpoints, 0, "nothing was applied");
+
+    // A public destination is fine; one stored with credentials (before they were
+    // refused) is never shown with them.
+    let applied = apply(endpoint("https://care.example.jp/hook")).await?;
+    assert_eq!(
+        applied.status(),
+        reqwest::StatusCode::OK,
+        "{}",
+        applied.text().await?
+    );
+    sqlx::query("UPDATE endpoints SET url = 'https://renkei:hunter2@care.example.jp/hook'")
+        .execute(&env.db)
+        .await?;
+    let exported = http
+        .get(format!("http://{}/v1/registry?reason=review", env.api))
+        .bearer_auth(&key)
+        .send()
+        .await?;
+    assert_eq!(exported.status(), reqwest::StatusCode::OK);
+    let exported = exported.text().await?;
+    assert!(!exported.contains("hunter2"), "{exported}");
+    assert!(
+        exported.contains("https://********:********@care.example.jp/hook"),
+        "{exported}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_name_resolving_to_a_refused_address_fails_the_attempt() -> anyhow::Result<()> {
+    let env = Env::new().await?;
+    let receiver = Receiver::start().await?;
+    let mut office = Office::new(OFFICE, OFFICE_FACILITY, &receiver, true);
+    office.url = office.url.replace("127.0.0.1", "localhost");
+    // Applied while loopback is allowed (as when DNS pointed elsewhere then)…
+    env.apply(&Registry::new(vec![office], &[OFFICE_FACILITY]))
+        .await?;
+    // …delivered by a hub that does not allow it.
+    env.set(NOTHING_ALLOWED.0, NOTHING_ALLOWED.1);
+    env.start_hub(Roles::All).await?;
+    let mut mllp = MllpClient::connect(env.mllp).await?;
+    send_accepted(&mut mllp, &conformance("hl7/a01_admit_iso2022jp.hl7")?).await?;
+    let reason = env
+        .eventually("the delivery dead with the refusal", || async {
+            let row: Option<(String, Option<String>)> =
+                sqlx::query_as("SELECT status, last_error FROM deliveries")
+                    .fetch_optional(&env.db)
+                    .await?;
+            Ok(row.and_then(|(status, error)| (status == "dead").then_some(error)))
+        })
+        .await?;
+    let reason = reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("destination refused, nothing was sent: `localhost` resolves to ")
+            && reason.contains("a loopback address"),
+        "{reason}"
+    );
+    assert!(
+        receiver.requests().is_empty(),
+        "nothing reached the receiver"
+    );
+    Ok(())
 }

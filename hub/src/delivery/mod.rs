@@ -3,6 +3,7 @@
 //! queues (so waiting retries survive a hub restart); dead-letter what will never
 //! succeed or has run out of retries, with the reason.
 
+pub mod destination;
 pub mod signing;
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use rand::Rng;
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use uuid::Uuid;
 
 use crate::audit::AuditEntry;
@@ -21,6 +22,7 @@ use crate::config::DeliverySettings;
 use crate::registry::{ConsentDecision, consent_decision};
 use crate::store::batch::GroupCommit;
 use crate::store::{AttemptRecord, DeliveryFinish, DeliveryJob, DeliveryStore, NextState};
+use destination::{DestinationPolicy, DestinationRefused};
 use signing::{WebhookSecret, signature_header};
 
 const ACTOR: &str = "delivery";
@@ -111,10 +113,94 @@ pub fn next_delay(
 /// The longest `Retry-After` honoured.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
+/// The HTTP side of delivery: one signed POST per attempt, to destinations the
+/// policy allows only.
+pub struct WebhookSender {
+    client: reqwest::Client,
+    destinations: DestinationPolicy,
+    timeout: Duration,
+}
+
+impl WebhookSender {
+    /// Builds the HTTP client: rustls with ring, no redirects (a redirect could lead
+    /// anywhere), no proxy (the destination check must see the address connected to),
+    /// and names resolved through the destination guard.
+    pub fn new(settings: &DeliverySettings) -> Result<Self, reqwest::Error> {
+        // The process-wide TLS provider (ring), unless one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let destinations = DestinationPolicy::new(settings.allowed_destinations.clone());
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(destinations.clone().resolver())
+            .user_agent(settings.user_agent.clone())
+            .pool_max_idle_per_host(settings.concurrency)
+            .build()?;
+        Ok(Self {
+            client,
+            destinations,
+            timeout: settings.timeout,
+        })
+    }
+
+    /// POSTs `body` with `headers` to `url`. A destination the policy refuses — a
+    /// literal address here, a name when it resolves — fails the attempt permanently
+    /// without connecting: the delivery goes dead with the reason, to replay once the
+    /// endpoint or `delivery.allowed_destinations` is fixed.
+    pub async fn post(&self, url: &str, headers: HeaderMap, body: Vec<u8>) -> AttemptResult {
+        let url = match reqwest::Url::parse(url) {
+            Ok(url) => url,
+            Err(e) => {
+                return AttemptResult::Permanent {
+                    status: None,
+                    error: format!("the endpoint URL is not a valid URL: {e}"),
+                };
+            }
+        };
+        // Names are checked by the resolver; the client never resolves an address.
+        if let Err(refused) = self.destinations.check_literal(&url) {
+            return refused_attempt(&refused);
+        }
+        let response = self
+            .client
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await;
+        match response {
+            Ok(response) => classify(response.status(), response.headers()),
+            Err(e) => match destination::refusal_in(&e) {
+                Some(refused) => refused_attempt(refused),
+                None => AttemptResult::Retryable {
+                    status: None,
+                    error: if e.is_timeout() {
+                        format!("no answer within {:?}", self.timeout)
+                    } else if e.is_connect() {
+                        "cannot connect to the endpoint".to_owned()
+                    } else {
+                        format!("request failed: {e}")
+                    },
+                    retry_after: None,
+                },
+            },
+        }
+    }
+}
+
+fn refused_attempt(refused: &DestinationRefused) -> AttemptResult {
+    AttemptResult::Permanent {
+        status: None,
+        error: format!("destination refused, nothing was sent: {refused}"),
+    }
+}
+
 /// Sends webhooks for deliveries taken from the bus.
 pub struct DeliveryWorker {
     bus: Arc<dyn Bus>,
-    client: reqwest::Client,
+    sender: WebhookSender,
     settings: DeliverySettings,
     finishes: GroupCommit<DeliveryFinish, bool>,
     loads: GroupCommit<Uuid, Option<DeliveryJob>>,
@@ -124,19 +210,13 @@ pub struct DeliveryWorker {
 const FINISH_BATCH: usize = 128;
 
 impl DeliveryWorker {
-    /// A worker; builds its HTTP client (rustls with ring, no redirects).
+    /// A worker; builds its HTTP client (see [`WebhookSender::new`]).
     pub fn new(
         store: Arc<dyn DeliveryStore>,
         bus: Arc<dyn Bus>,
         settings: DeliverySettings,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(settings.user_agent.clone())
-            .pool_max_idle_per_host(settings.concurrency)
-            .build()?;
+        let sender = WebhookSender::new(&settings)?;
         let committer = store.clone();
         let finishes = GroupCommit::spawn(FINISH_BATCH, move |batch| {
             let store = committer.clone();
@@ -150,7 +230,7 @@ impl DeliveryWorker {
         });
         Ok(Self {
             bus,
-            client,
+            sender,
             settings,
             finishes,
             loads,
@@ -175,32 +255,29 @@ impl DeliveryWorker {
         let msg_id = job.event_id.to_string();
         let timestamp = Utc::now().timestamp();
         let signature = signature_header(&secrets, &msg_id, timestamp, &job.body);
-        let response = self
-            .client
-            .post(&job.url)
-            .header(CONTENT_TYPE, "application/json")
-            .header("webhook-id", &msg_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .header("renkei-sequence", job.sequence.to_string())
-            .header("renkei-delivery-id", job.id.to_string())
-            .body(job.body.clone())
-            .send()
-            .await;
-        match response {
-            Ok(response) => classify(response.status(), response.headers()),
-            Err(e) => AttemptResult::Retryable {
-                status: None,
-                error: if e.is_timeout() {
-                    format!("no answer within {:?}", self.settings.timeout)
-                } else if e.is_connect() {
-                    "cannot connect to the endpoint".to_owned()
-                } else {
-                    format!("request failed: {e}")
-                },
-                retry_after: None,
-            },
+        let mut headers = HeaderMap::new();
+        let values = [
+            ("content-type", "application/json".to_owned()),
+            ("webhook-id", msg_id),
+            ("webhook-timestamp", timestamp.to_string()),
+            ("webhook-signature", signature),
+            ("renkei-sequence", job.sequence.to_string()),
+            ("renkei-delivery-id", job.id.to_string()),
+        ];
+        for (name, value) in values {
+            match HeaderValue::try_from(value) {
+                Ok(value) => {
+                    headers.insert(name, value);
+                }
+                Err(_) => {
+                    return AttemptResult::Permanent {
+                        status: None,
+                        error: format!("cannot build the {name} header"),
+                    };
+                }
+            }
         }
+        self.sender.post(&job.url, headers, job.body.clone()).await
     }
 
     /// Runs one delivery; returns what to do with its bus message.
@@ -481,7 +558,6 @@ impl DeliveryHandoff for DeliveryWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
     use std::sync::Mutex;
 
     use crate::bus::{BusError, QueueRole};
@@ -631,6 +707,125 @@ mod tests {
                 retry_after: Some(Duration::from_secs(120)),
             }
         );
+    }
+
+    fn sender(allowed: &[&str]) -> Result<WebhookSender, reqwest::Error> {
+        WebhookSender::new(&DeliverySettings {
+            concurrency: 1,
+            timeout: Duration::from_secs(10),
+            retry_schedule: vec![Duration::from_secs(1)],
+            jitter: 0.0,
+            user_agent: "test".into(),
+            allowed_destinations: allowed.iter().filter_map(|n| n.parse().ok()).collect(),
+        })
+    }
+
+    /// A receiver on 127.0.0.1 answering every request with 204.
+    async fn receiver() -> std::io::Result<u16> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Headers, then the body announced by Content-Length.
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request);
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            }
+        });
+        Ok(port)
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_to_a_refused_address_fails_the_attempt_without_sending()
+    -> anyhow::Result<()> {
+        let port = receiver().await?;
+        let url = format!("http://localhost:{port}/hook");
+        let refused = sender(&[])?
+            .post(&url, HeaderMap::new(), b"{}".to_vec())
+            .await;
+        let AttemptResult::Permanent {
+            status: None,
+            error,
+        } = &refused
+        else {
+            anyhow::bail!("refused permanently: {refused:?}");
+        };
+        assert!(
+            error.starts_with("destination refused, nothing was sent: `localhost` resolves to ")
+                && error.contains("a loopback address"),
+            "{error}"
+        );
+        // Allowed, the same name reaches the receiver.
+        let allowed = sender(&["127.0.0.0/8", "::1/128"])?
+            .post(&url, HeaderMap::new(), b"{}".to_vec())
+            .await;
+        assert_eq!(allowed, AttemptResult::Delivered { status: 204 });
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_literal_refused_address_fails_the_attempt_without_sending() -> anyhow::Result<()> {
+        let port = receiver().await?;
+        let refused = sender(&[])?
+            .post(
+                &format!("http://127.0.0.1:{port}/hook"),
+                HeaderMap::new(),
+                b"{}".to_vec(),
+            )
+            .await;
+        assert_eq!(
+            refused,
+            AttemptResult::Permanent {
+                status: None,
+                error: "destination refused, nothing was sent: 127.0.0.1 is a loopback address \
+                        (127.0.0.0/8); webhooks are not sent there unless \
+                        delivery.allowed_destinations lists a network containing it"
+                    .into(),
+            }
+        );
+        let metadata = sender(&["127.0.0.0/8"])?
+            .post(
+                "http://169.254.169.254/latest/meta-data/",
+                HeaderMap::new(),
+                Vec::new(),
+            )
+            .await;
+        assert!(
+            matches!(&metadata, AttemptResult::Permanent { error, .. } if error.contains("link-local")),
+            "{metadata:?}"
+        );
+        let allowed = sender(&["127.0.0.1/32"])?
+            .post(
+                &format!("http://127.0.0.1:{port}/hook"),
+                HeaderMap::new(),
+                b"{}".to_vec(),
+            )
+            .await;
+        assert_eq!(allowed, AttemptResult::Delivered { status: 204 });
+        Ok(())
     }
 
     #[test]

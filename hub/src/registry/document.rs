@@ -3,13 +3,15 @@
 //! region wants to exist. Applying is idempotent: resources are created or updated to
 //! match; resources the document does not name are left as they are.
 
-use std::collections::HashSet;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::validate;
 use super::{
     CareRelationship, Consent, Endpoint, Facility, Participant, PatientRecord, Subscription,
 };
+use crate::delivery::destination::{DestinationPolicy, DestinationRefused};
 
 /// The whole document. Every section is optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,36 +40,65 @@ pub struct RegistryDocument {
     pub consents: Vec<Consent>,
 }
 
-/// A document that cannot be applied. Nothing was changed.
+/// A document that cannot be applied, with every problem found. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{location}: {problem}")]
 pub struct DocumentError {
+    /// The problems, in document order per section.
+    pub problems: Vec<Problem>,
+}
+
+/// One problem of a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
     /// Where, e.g. `endpoints[0] (sakura/main).secrets[1]`.
     pub location: String,
     /// What is wrong.
     pub problem: String,
 }
 
-fn err(location: impl Into<String>, problem: impl Into<String>) -> DocumentError {
-    DocumentError {
-        location: location.into(),
-        problem: problem.into(),
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.location, self.problem)
     }
 }
 
-fn is_facility_code(code: &str) -> bool {
-    code.len() == 10 && code.bytes().all(|b| b.is_ascii_digit())
+impl std::fmt::Display for DocumentError {
+    /// One problem: `location: problem`; several: a count, then one per line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.problems.as_slice() {
+            [one] => write!(f, "{one}"),
+            problems => {
+                write!(f, "{} problems in the document:", problems.len())?;
+                for problem in problems {
+                    write!(f, "\n- {problem}")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
-const FACILITY_KINDS: [&str; 7] = [
-    "hospital",
-    "clinic",
-    "visiting_nursing",
-    "care_management",
-    "care_facility",
-    "pharmacy",
-    "other",
-];
+impl DocumentError {
+    /// The places named, in order.
+    pub fn locations(&self) -> Vec<&str> {
+        self.problems.iter().map(|p| p.location.as_str()).collect()
+    }
+}
+
+fn err(location: impl Into<String>, problem: impl Into<String>) -> DocumentError {
+    DocumentError {
+        problems: vec![Problem {
+            location: location.into(),
+            problem: problem.into(),
+        }],
+    }
+}
+
+/// How long applying waits for a name in an endpoint URL to resolve for the
+/// destination check; a name still unresolved is checked at each attempt instead.
+const RESOLVE_WITHIN: Duration = Duration::from_secs(5);
+/// Endpoint names resolved at once when applying.
+const RESOLVE_CONCURRENCY: usize = 16;
 
 impl RegistryDocument {
     /// Parses TOML.
@@ -81,168 +112,83 @@ impl RegistryDocument {
         &mut self,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<(), DocumentError> {
+        let mut problems = Vec::new();
         for (i, endpoint) in self.endpoints.iter_mut().enumerate() {
             for (j, secret) in endpoint.secrets.iter_mut().enumerate() {
                 if let Some(var) = secret.strip_prefix("env:") {
-                    *secret = lookup(var).ok_or_else(|| {
-                        err(
-                            format!("endpoints[{i}].secrets[{j}]"),
-                            format!("environment variable {var} is not set"),
-                        )
-                    })?;
+                    match lookup(var) {
+                        Some(value) => *secret = value,
+                        None => problems.push(Problem {
+                            location: format!("endpoints[{i}].secrets[{j}]"),
+                            problem: format!(
+                                "environment variable {} is not set",
+                                validate::shown(var)
+                            ),
+                        }),
+                    }
                 }
             }
         }
-        Ok(())
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(DocumentError { problems })
+        }
     }
 
-    /// Checks everything that can be checked without the database: formats, and that
-    /// references inside the document point at something (references to resources
-    /// already in the database are checked by the store when applying).
+    /// Checks everything that can be checked without the database or the network:
+    /// formats, ids, duplicates, and that references inside the document point at
+    /// something (references to resources already in the database are checked by the
+    /// store when applying). Every problem is reported, not only the first.
     pub fn validate(&self) -> Result<(), DocumentError> {
-        for (i, f) in self.facilities.iter().enumerate() {
-            if !is_facility_code(&f.code) {
-                return Err(err(format!("facilities[{i}].code"), "must be 10 digits"));
-            }
-            if !FACILITY_KINDS.contains(&f.kind.as_str()) {
-                return Err(err(
-                    format!("facilities[{i}].kind"),
-                    format!("`{}` is not one of {}", f.kind, FACILITY_KINDS.join(", ")),
-                ));
-            }
+        let (problems, _) = validate::check(self);
+        if problems.0.is_empty() {
+            Ok(())
+        } else {
+            Err(DocumentError {
+                problems: problems.0,
+            })
         }
-        for (i, p) in self.participants.iter().enumerate() {
-            if p.id.is_empty() {
-                return Err(err(format!("participants[{i}].id"), "must not be empty"));
-            }
-            if !is_facility_code(&p.facility) {
-                return Err(err(
-                    format!("participants[{i}].facility"),
-                    "must be 10 digits",
-                ));
-            }
-        }
-        for (i, e) in self.endpoints.iter().enumerate() {
-            let at = format!("endpoints[{i}] ({}/{})", e.participant, e.name);
-            if !(e.url.starts_with("https://") || e.url.starts_with("http://")) {
-                return Err(err(format!("{at}.url"), "must be an http(s):// URL"));
-            }
-            if e.secrets.is_empty() {
-                return Err(err(
-                    format!("{at}.secrets"),
-                    "needs at least one whsec_ secret",
-                ));
-            }
-            for (j, s) in e.secrets.iter().enumerate() {
-                if let Err(problem) = crate::delivery::signing::WebhookSecret::parse(s) {
-                    return Err(err(format!("{at}.secrets[{j}]"), problem.to_string()));
-                }
-            }
-        }
-        let endpoints: HashSet<(&str, &str)> = self
-            .endpoints
-            .iter()
-            .map(|e| (e.participant.as_str(), e.name.as_str()))
-            .collect();
-        for (i, s) in self.subscriptions.iter().enumerate() {
-            let at = format!("subscriptions[{i}] ({}/{})", s.participant, s.name);
-            if s.event_types.is_empty() {
-                return Err(err(
-                    format!("{at}.event_types"),
-                    "must name at least one event type",
-                ));
-            }
-            for (j, t) in s.event_types.iter().enumerate() {
-                if let Err(e) = t.parse::<renkei_sdk::EventType>() {
-                    return Err(err(format!("{at}.event_types[{j}]"), e.to_string()));
-                }
-            }
-            for (j, f) in s.source_facilities.iter().enumerate() {
-                if !is_facility_code(f) {
-                    return Err(err(
-                        format!("{at}.source_facilities[{j}]"),
-                        "must be 10 digits",
-                    ));
-                }
-            }
-            if !self.endpoints.is_empty()
-                && self
-                    .endpoints
-                    .iter()
-                    .any(|e| e.participant == s.participant)
-                && !endpoints.contains(&(s.participant.as_str(), s.endpoint.as_str()))
+    }
+
+    /// [`validate`](Self::validate), and that no endpoint URL points at a destination
+    /// `destinations` refuses: a literal address, or a name that resolves now to a
+    /// refused address (a name that does not resolve is accepted: every attempt checks
+    /// again). All problems are reported together.
+    pub async fn validate_for(
+        &self,
+        destinations: &DestinationPolicy,
+    ) -> Result<(), DocumentError> {
+        use futures_util::StreamExt;
+        let (mut problems, urls) = validate::check(self);
+        let refusals: Vec<(usize, Result<(), DestinationRefused>)> = futures_util::stream::iter(
+            urls,
+        )
+        .map(|(i, url)| async move { (i, destinations.check_url(&url, RESOLVE_WITHIN).await) })
+        .buffered(RESOLVE_CONCURRENCY)
+        .collect()
+        .await;
+        for (i, refusal) in refusals {
+            if let Err(refused) = refusal
+                && let Some(e) = self.endpoints.get(i)
             {
-                return Err(err(
-                    format!("{at}.endpoint"),
-                    format!(
-                        "participant {} declares no endpoint `{}`",
-                        s.participant, s.endpoint
+                problems.0.push(Problem {
+                    location: format!(
+                        "endpoints[{i}] ({}/{}).url",
+                        validate::shown(&e.participant),
+                        validate::shown(&e.name)
                     ),
-                ));
+                    problem: refused.to_string(),
+                });
             }
         }
-        for (i, p) in self.patients.iter().enumerate() {
-            if p.id.is_empty() {
-                return Err(err(format!("patients[{i}].id"), "must not be empty"));
-            }
-            if p.identifiers.is_empty() {
-                return Err(err(
-                    format!("patients[{i}].identifiers"),
-                    "needs at least one identifier",
-                ));
-            }
-            for (j, id) in p.identifiers.iter().enumerate() {
-                if id.resolved_system().is_none() {
-                    return Err(err(
-                        format!("patients[{i}].identifiers[{j}]"),
-                        "give exactly one of `system` or `facility`",
-                    ));
-                }
-                if id.facility.as_deref().is_some_and(|f| !is_facility_code(f)) {
-                    return Err(err(
-                        format!("patients[{i}].identifiers[{j}].facility"),
-                        "must be 10 digits",
-                    ));
-                }
-                if id.value.is_empty() {
-                    return Err(err(
-                        format!("patients[{i}].identifiers[{j}].value"),
-                        "must not be empty",
-                    ));
-                }
-            }
+        if problems.0.is_empty() {
+            Ok(())
+        } else {
+            Err(DocumentError {
+                problems: problems.0,
+            })
         }
-        for (i, r) in self.care_relationships.iter().enumerate() {
-            if r.valid_until.is_some_and(|until| until < r.valid_from) {
-                return Err(err(
-                    format!("care_relationships[{i}].valid_until"),
-                    "is before valid_from",
-                ));
-            }
-        }
-        for (i, c) in self.consents.iter().enumerate() {
-            if c.valid_until.is_some_and(|until| until <= c.valid_from) {
-                return Err(err(
-                    format!("consents[{i}] ({}).valid_until", c.id),
-                    "is not after valid_from",
-                ));
-            }
-            if c.scope == super::ConsentScope::Facilities && c.facilities.is_empty() {
-                return Err(err(
-                    format!("consents[{i}] ({}).facilities", c.id),
-                    "a per-facility consent must list the facilities it covers",
-                ));
-            }
-            for (j, f) in c.facilities.iter().enumerate() {
-                if !is_facility_code(f) {
-                    return Err(err(
-                        format!("consents[{i}] ({}).facilities[{j}]", c.id),
-                        "must be 10 digits",
-                    ));
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -337,10 +283,10 @@ valid_from = "2025-01-01T00:00:00Z"
         doc.subscriptions[0]
             .event_types
             .push("inpatient.admited".into());
-        let e = doc.validate().err().map(|e| e.location);
+        let e = doc.validate().err();
         assert_eq!(
-            e.as_deref(),
-            Some("subscriptions[0] (sakura/adt).event_types[1]")
+            e.as_ref().map(DocumentError::locations),
+            Some(vec!["subscriptions[0] (sakura/adt).event_types[1]"])
         );
         Ok(())
     }
@@ -360,5 +306,303 @@ valid_from = "2025-01-01T00:00:00Z"
         );
         doc.resolve_secrets(|_| Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()))?;
         doc.validate()
+    }
+
+    fn problems(doc: &RegistryDocument) -> Vec<String> {
+        doc.validate()
+            .err()
+            .map(|e| e.problems.iter().map(ToString::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn duplicates_within_a_document_are_refused_naming_both_places() -> Result<(), DocumentError> {
+        let mut doc = RegistryDocument::from_toml(SAMPLE)?;
+        doc.facilities.push(doc.facilities[0].clone());
+        doc.participants.push(doc.participants[0].clone());
+        doc.endpoints.push(doc.endpoints[0].clone());
+        doc.subscriptions.push(doc.subscriptions[0].clone());
+        let mut twin = doc.patients[0].clone();
+        twin.id = "P-2".into();
+        doc.patients.push(twin);
+        doc.patients.push(doc.patients[0].clone());
+        doc.consents.push(doc.consents[0].clone());
+        let relationship = CareRelationship {
+            patient: "P-1".into(),
+            participant: "sakura".into(),
+            role: "care_manager".into(),
+            valid_from: chrono::NaiveDate::MIN,
+            valid_until: None,
+        };
+        doc.care_relationships = vec![relationship.clone(), relationship];
+        assert_eq!(
+            problems(&doc),
+            [
+                "facilities[1].code: is declared twice; the first is facilities[0] (remove one)",
+                "participants[1].id: is declared twice; the first is participants[0] (remove one)",
+                "endpoints[1] (sakura/main).name: is declared twice; the first is endpoints[0] (remove one)",
+                "subscriptions[1] (sakura/adt).name: is declared twice; the first is subscriptions[0] (remove one)",
+                // The same identifier for another patient, without showing its value.
+                "patients[1].identifiers[0]: is declared twice; the first is patients[0].identifiers[0] (remove one)",
+                "patients[2].id: is declared twice; the first is patients[0] (remove one)",
+                "patients[2].identifiers[0]: is declared twice; the first is patients[0].identifiers[0] (remove one)",
+                "care_relationships[1]: is declared twice; the first is care_relationships[0] (remove one)",
+                "consents[1] (c-1).id: is declared twice; the first is consents[0] (remove one)",
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn ids_that_would_not_show_as_they_are_are_refused() -> Result<(), DocumentError> {
+        let sample = RegistryDocument::from_toml(SAMPLE)?;
+        let cases = [
+            (
+                "sakura\nupdated   participant admin",
+                "contains a control character (U+000A)",
+            ),
+            ("sakura\u{1b}[2K", "contains a control character (U+001B)"),
+            ("   ", "must not be only spaces"),
+            ("\u{3000}", "must not be only spaces"),
+            ("", "must not be empty"),
+            (" sakura", "must not begin or end with a space"),
+            (
+                "sakura\u{202e}arucas",
+                "contains a bidirectional control character (U+202E)",
+            ),
+            (
+                "saku\u{200b}ra",
+                "contains an invisible (zero-width) character (U+200B)",
+            ),
+            (
+                "sak\u{feff}ura",
+                "contains an invisible (zero-width) character (U+FEFF)",
+            ),
+            (
+                "line\u{2028}break",
+                "contains a line or paragraph separator (U+2028)",
+            ),
+            (
+                "sakura/main",
+                "must not contain `/` (it separates the parts of a key, as in participant/endpoint)",
+            ),
+            ("saku\0ra", "contains a NUL character"),
+        ];
+        for (id, problem) in cases {
+            let mut doc = sample.clone();
+            doc.participants[0].id = id.to_owned();
+            assert_eq!(
+                problems(&doc),
+                [format!("participants[0].id: {problem}")],
+                "{id:?}"
+            );
+        }
+        // The same rules for every id and reference, each named; labels escaped.
+        let mut doc = sample.clone();
+        doc.endpoints[0].name = "ma\nin".into();
+        doc.subscriptions[0].endpoint = "ma\nin".into();
+        doc.patients[0].id = "P/1".into();
+        doc.consents[0].patient = " P-1".into();
+        doc.patients[0].identifiers[0].value = "\u{200d}".into();
+        assert_eq!(
+            problems(&doc),
+            [
+                "endpoints[0] (sakura/ma\\u{a}in).name: contains a control character (U+000A)",
+                "subscriptions[0] (sakura/adt).endpoint: contains a control character (U+000A)",
+                "patients[0].id: must not contain `/` (it separates the parts of a key, as in participant/endpoint)",
+                "patients[0].identifiers[0].value: contains an invisible (zero-width) character (U+200D)",
+                "consents[0] (c-1).patient: must not begin or end with a space",
+            ]
+        );
+        // Japanese text is fine: ids and names are not limited to ASCII.
+        let mut doc = sample;
+        doc.participants[0].id = "居宅介護支援-さくら".into();
+        doc.participants[0].name = "さくら居宅介護支援事業所".into();
+        doc.endpoints[0].participant = "居宅介護支援-さくら".into();
+        doc.subscriptions[0].participant = "居宅介護支援-さくら".into();
+        assert_eq!(problems(&doc), Vec::<String>::new());
+        Ok(())
+    }
+
+    #[test]
+    fn endpoint_urls_need_a_host_a_valid_port_and_no_credentials() -> Result<(), DocumentError> {
+        let sample = RegistryDocument::from_toml(SAMPLE)?;
+        let cases = [
+            ("http://", "has no host"),
+            ("https://:443/hook", "has no host"),
+            (
+                "http://care.example.jp:99999/hook",
+                "has an invalid port (give 1 to 65535, or none)",
+            ),
+            (
+                "http://care.example.jp:0/hook",
+                "has an invalid port (give 1 to 65535, or none)",
+            ),
+            (
+                "http://care.example.jp:8o/hook",
+                "has an invalid port (give 1 to 65535, or none)",
+            ),
+            (
+                "https://renkei:hunter2@care.example.jp/hook",
+                "credentials are not allowed in an endpoint URL (the receiver authenticates requests by their signature)",
+            ),
+            (
+                "https://token@care.example.jp/hook",
+                "credentials are not allowed in an endpoint URL (the receiver authenticates requests by their signature)",
+            ),
+            ("ftp://care.example.jp/hook", "must be an http(s):// URL"),
+            ("care.example.jp/hook", "must be an absolute http(s):// URL"),
+            (
+                "https://care example.jp/hook",
+                "must not contain spaces (percent-encode them as %20)",
+            ),
+            (
+                "https://care.example.jp/ho\nok",
+                "contains a control character (U+000A)",
+            ),
+            ("https://care.example.jp/\0", "contains a NUL character"),
+            ("http://[::1/hook", "has an invalid IP address as its host"),
+        ];
+        for (url, problem) in cases {
+            let mut doc = sample.clone();
+            doc.endpoints[0].url = url.to_owned();
+            assert_eq!(
+                problems(&doc),
+                [format!("endpoints[0] (sakura/main).url: {problem}")],
+                "{url:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn nul_is_refused_in_every_string_field_naming_it() -> Result<(), DocumentError> {
+        let mut doc = RegistryDocument::from_toml(SAMPLE)?;
+        doc.facilities[0].name = "Example\0Hospital".into();
+        doc.facilities[0].kind = "hospital\0".into();
+        doc.participants[0].facility = "137999999\0".into();
+        doc.endpoints[0].secrets[0] = "whsec_\0".into();
+        doc.subscriptions[0].event_types[0] = "inpatient.admitted\0".into();
+        doc.patients[0].identifiers[0].system = Some("urn:\0".into());
+        doc.patients[0].identifiers[0].facility = None;
+        doc.consents[0].facilities = vec!["\0".into()];
+        doc.care_relationships.push(CareRelationship {
+            patient: "P-1".into(),
+            participant: "sakura".into(),
+            role: "care\0manager".into(),
+            valid_from: chrono::NaiveDate::MIN,
+            valid_until: None,
+        });
+        let e = doc.validate().err();
+        assert_eq!(
+            e.as_ref().map(DocumentError::locations),
+            Some(vec![
+                "facilities[0].name",
+                "facilities[0].kind",
+                "participants[0].facility",
+                "endpoints[0] (sakura/main).secrets[0]",
+                "subscriptions[0] (sakura/adt).event_types[0]",
+                "patients[0].identifiers[0].system",
+                "care_relationships[0].role",
+                "consents[0] (c-1).facilities[0]",
+            ])
+        );
+        assert!(
+            e.iter()
+                .flat_map(|e| &e.problems)
+                .all(|p| p.problem == "contains a NUL character"),
+            "{e:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() -> Result<(), DocumentError> {
+        let mut doc = RegistryDocument::from_toml(SAMPLE)?;
+        doc.facilities[0].code = "131999999".into();
+        doc.endpoints[0].url = "https://u:p@care.example.jp/".into();
+        doc.consents[0].id = "c/1".into();
+        let shown = doc.validate().err().map(|e| e.to_string());
+        assert_eq!(
+            shown.as_deref(),
+            Some(
+                "3 problems in the document:\n\
+                 - facilities[0].code: must be 10 digits\n\
+                 - endpoints[0] (sakura/main).url: credentials are not allowed in an endpoint URL \
+                 (the receiver authenticates requests by their signature)\n\
+                 - consents[0] (c/1).id: must not contain `/` (it separates the parts of a key, \
+                 as in participant/endpoint)"
+            )
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn endpoints_at_refused_destinations_are_refused_with_the_rest()
+    -> Result<(), DocumentError> {
+        let mut doc = RegistryDocument::from_toml(SAMPLE)?;
+        doc.endpoints[0].url = "http://169.254.169.254/latest/meta-data/".into();
+        let mut second = doc.endpoints[0].clone();
+        second.name = "local".into();
+        second.url = "http://localhost:8080/hook".into();
+        doc.endpoints.push(second);
+        doc.facilities[0].kind = "spa".into();
+        let none = DestinationPolicy::default();
+        // The checks without the network do not look at destinations.
+        assert_eq!(problems(&doc).len(), 1);
+        let e = doc.validate_for(&none).await.err();
+        assert_eq!(
+            e.as_ref().map(DocumentError::locations),
+            Some(vec![
+                "facilities[0].kind",
+                "endpoints[0] (sakura/main).url",
+                "endpoints[1] (sakura/local).url",
+            ])
+        );
+        let problems: Vec<&str> = e
+            .iter()
+            .flat_map(|e| &e.problems)
+            .map(|p| p.problem.as_str())
+            .collect();
+        assert!(
+            problems[1].starts_with("169.254.169.254 is a link-local address"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[2].starts_with("`localhost` resolves to "),
+            "{problems:?}"
+        );
+        let loopback = DestinationPolicy::new(
+            ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect(),
+        );
+        doc.endpoints[0].url = "http://127.0.0.1:8080/hook".into();
+        doc.facilities[0].kind = "hospital".into();
+        doc.validate_for(&loopback).await
+    }
+
+    #[test]
+    fn url_credentials_are_masked_for_display() {
+        use crate::registry::masked_url;
+        assert_eq!(
+            masked_url("https://renkei:hunter2@care.example.jp:8443/hook?x=1"),
+            "https://********:********@care.example.jp:8443/hook?x=1"
+        );
+        assert_eq!(
+            masked_url("https://token@care.example.jp/hook"),
+            "https://********@care.example.jp/hook"
+        );
+        assert_eq!(
+            masked_url("https://care.example.jp/hook"),
+            "https://care.example.jp/hook"
+        );
+        // Not parseable as a URL, still masked.
+        assert_eq!(
+            masked_url("https://user:secret@care example.jp:99999/a@b"),
+            "https://********@care example.jp:99999/a@b"
+        );
+        assert!(!masked_url("http://a:hunter2@[::1/").contains("hunter2"));
     }
 }

@@ -3,7 +3,10 @@
 //! consents — and the declarative document (`renkei admin apply -f FILE`) that sets it.
 
 pub mod document;
+mod validate;
 mod when;
+
+pub use validate::masked_url;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};

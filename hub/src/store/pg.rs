@@ -1320,7 +1320,7 @@ impl AdminStore for PgStore {
             doc.endpoints.push(Endpoint {
                 participant: row.try_get("participant_id")?,
                 name: row.try_get("name")?,
-                url: row.try_get("url")?,
+                url: crate::registry::masked_url(&row.try_get::<String, _>("url")?),
                 secrets: vec!["whsec_********".to_owned(); usize::try_from(n).unwrap_or(0)],
                 enabled: row.try_get("enabled")?,
             });

@@ -101,6 +101,26 @@ async fn registry_apply_is_idempotent_and_reports_changes() -> anyhow::Result<()
     db.drop_db().await
 }
 
+/// Endpoint URLs with credentials are refused when applied now, but one stored before
+/// that rule is never exported with its password.
+#[tokio::test]
+async fn exported_endpoint_urls_never_show_credentials() -> anyhow::Result<()> {
+    let db = TestDb::new().await?;
+    let mut doc = registry()?;
+    doc.endpoints[0].url = "https://renkei:hunter2@care.example.jp/hook".into();
+    assert!(
+        doc.validate().is_err(),
+        "refused when applied through the CLI or API"
+    );
+    db.store.apply_registry(&doc, "test").await?;
+    let exported = db.store.export_registry().await?;
+    assert_eq!(
+        exported.endpoints[0].url,
+        "https://********:********@care.example.jp/hook"
+    );
+    db.drop_db().await
+}
+
 #[tokio::test]
 async fn identifier_owned_by_another_patient_is_refused_and_nothing_is_applied()
 -> anyhow::Result<()> {

@@ -92,6 +92,8 @@ impl Hub {
             .env("RENKEI__MLLP__LISTEN", mllp.to_string())
             .env("RENKEI__API__LISTEN", api.to_string())
             .env("RENKEI__LOG__LEVEL", "warn")
+            // The receivers listen on loopback, which webhooks may not reach by default.
+            .env("RENKEI__DELIVERY__ALLOWED_DESTINATIONS", "127.0.0.0/8,::1")
             .envs(args.hub_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .kill_on_drop(true);
@@ -135,6 +137,8 @@ impl Hub {
                 database_url(&args.database_url, &self.database)?,
             )
             .env("RENKEI__LOG__LEVEL", "warn")
+            // The receivers listen on loopback, which webhooks may not reach by default.
+            .env("RENKEI__DELIVERY__ALLOWED_DESTINATIONS", "127.0.0.0/8,::1")
             .stdout(Stdio::null())
             .output()
             .await?;
