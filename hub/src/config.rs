@@ -143,6 +143,8 @@ fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D:
 pub struct ApiSettings {
     /// Listen address.
     pub listen: SocketAddr,
+    /// Largest body of `POST /v1/registry/apply`, in bytes.
+    pub max_body_bytes: usize,
 }
 
 /// Logging settings.
@@ -231,6 +233,12 @@ impl Settings {
         }
         if self.mllp.max_message_bytes < 1024 {
             return Err(invalid("mllp.max_message_bytes", "must be at least 1024"));
+        }
+        if self.api.max_body_bytes < 64 * 1024 {
+            return Err(invalid(
+                "api.max_body_bytes",
+                "must be at least 65536 (64 KiB); the default is 67108864 (64 MiB)",
+            ));
         }
         if self.ingest.earliest_event_time >= chrono::Utc::now().date_naive() {
             return Err(invalid(
