@@ -16,10 +16,6 @@ use crate::registry::document::{Change, RegistryDocument};
 use crate::store::{DeliveryFilter, DeliveryStatus, DeliverySummary};
 use axum::extract::State;
 
-/// The `reason` parameter's pattern: no control characters, and at least one character
-/// that is not blank. [`reason`] checks exactly this (a test keeps the two in step).
-pub const REASON_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff][^\\u0000-\\u001f\\u007f-\\u009f]*$";
-
 /// Blank characters a reason may not consist of alone (besides control characters).
 fn is_blank(c: char) -> bool {
     matches!(
