@@ -280,6 +280,22 @@ mod tests {
     }
 
     #[test]
+    fn a_body_limit_too_small_for_any_document_is_refused() {
+        let dir = std::env::temp_dir().join(format!("renkei-cfg-api-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let path = dir.join("small.toml");
+        std::fs::write(&path, "[api]\nmax_body_bytes = 1000\n").ok();
+        let err = Settings::load(Some(&path)).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("`api.max_body_bytes` must be at least 65536")),
+            "{err:?}"
+        );
+        let defaults = Settings::load(None).map(|s| s.api.max_body_bytes).ok();
+        assert_eq!(defaults, Some(64 * 1024 * 1024));
+    }
+
+    #[test]
     fn a_bad_value_names_its_key() {
         let dir = std::env::temp_dir().join(format!("renkei-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).ok();

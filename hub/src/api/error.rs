@@ -103,8 +103,9 @@ fn json_rejection(rejection: JsonRejection, limit: Option<BodyLimit>) -> ApiErro
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(
                 "the body is not the expected document: {}",
-                e.body_text()
-                    .trim_start_matches("Failed to deserialize the JSON body into the target type: ")
+                e.body_text().trim_start_matches(
+                    "Failed to deserialize the JSON body into the target type: "
+                )
             ),
         ),
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {

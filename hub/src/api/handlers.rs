@@ -20,15 +20,14 @@ use axum::extract::State;
 fn is_blank(c: char) -> bool {
     matches!(
         c,
-        ' ' | '\u{00a0}'
-            | '\u{1680}'
-            | '\u{2000}'..='\u{200a}'
-            | '\u{2028}'
-            | '\u{2029}'
-            | '\u{202f}'
-            | '\u{205f}'
-            | '\u{3000}'
-            | '\u{feff}'
+        ' ' | '\u{00a0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202f}'
+                | '\u{205f}'
+                | '\u{3000}'
+                | '\u{feff}'
     )
 }
 
@@ -252,7 +251,10 @@ pub async fn list_deliveries(
         )));
     }
     // No participant id holds a NUL (the database cannot store one): nothing matches.
-    if q.participant_id.as_deref().is_some_and(|p| p.contains('\0')) {
+    if q.participant_id
+        .as_deref()
+        .is_some_and(|p| p.contains('\0'))
+    {
         return Ok(axum::Json(DeliveriesResponse {
             deliveries: Vec::new(),
         }));

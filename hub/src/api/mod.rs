@@ -288,7 +288,10 @@ mod tests {
             .iter_errors(value)
             .map(|e| format!("{} at {}", e, e.instance_path()))
             .collect();
-        assert!(errors.is_empty(), "{name} does not match {value:#}: {errors:#?}");
+        assert!(
+            errors.is_empty(),
+            "{name} does not match {value:#}: {errors:#?}"
+        );
     }
 
     #[test]

@@ -105,46 +105,229 @@ async fn every_refusal_is_json_naming_what_is_wrong() -> anyhow::Result<()> {
         vec![format!("\"{event}\""); 60_000].join(",")
     );
     let cases: Vec<(Method, String, Option<&str>, String, StatusCode, &str)> = vec![
-        (Method::POST, "/v1/registry/apply".into(), None, "{}".into(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json"),
-        (Method::POST, "/v1/registry/apply".into(), Some("text/plain"), "{}".into(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json"),
-        (Method::POST, "/v1/registry/apply".into(), json, "{".into(), StatusCode::BAD_REQUEST, "not valid JSON"),
-        (Method::POST, "/v1/registry/apply".into(), json, r#"{"facilities": 5}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "facilities"),
-        (Method::POST, "/v1/registry/apply".into(), json, r#"{"nurses": []}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "nurses"),
-        (Method::POST, "/v1/deliveries/replay".into(), json, r#"{"deliveries": ["x"]}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "deliveries"),
-        (Method::POST, "/v1/deliveries/replay".into(), None, r#"{"deliveries": []}"#.into(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json"),
-        (Method::POST, "/v1/deliveries/replay".into(), json, big_replay, StatusCode::PAYLOAD_TOO_LARGE, "2097152 bytes"),
-        (Method::GET, "/v1/deliveries?status=AAA".into(), None, String::new(), StatusCode::BAD_REQUEST, "status: unknown variant `AAA`"),
-        (Method::GET, "/v1/deliveries?limit=0".into(), None, String::new(), StatusCode::BAD_REQUEST, "limit"),
-        (Method::GET, "/v1/deliveries?limit=1001".into(), None, String::new(), StatusCode::BAD_REQUEST, "limit"),
-        (Method::GET, "/v1/deliveries?limit=ten".into(), None, String::new(), StatusCode::BAD_REQUEST, "limit"),
-        (Method::GET, "/v1/deliveries?event_id=nope".into(), None, String::new(), StatusCode::BAD_REQUEST, "event_id"),
-        (Method::GET, "/v1/events/nope?reason=audit".into(), None, String::new(), StatusCode::BAD_REQUEST, "id"),
-        (Method::GET, format!("/v1/events/{event}"), None, String::new(), StatusCode::BAD_REQUEST, "reason"),
-        (Method::GET, format!("/v1/events/{event}?reason="), None, String::new(), StatusCode::BAD_REQUEST, "reason"),
-        (Method::GET, format!("/v1/events/{event}?reason=%E3%80%80"), None, String::new(), StatusCode::BAD_REQUEST, "reason"),
-        (Method::GET, format!("/v1/events/{event}?reason=a%0Ab"), None, String::new(), StatusCode::BAD_REQUEST, "reason"),
-        (Method::GET, format!("/v1/events/{event}?reason=a%00b"), None, String::new(), StatusCode::BAD_REQUEST, "reason"),
-        (Method::GET, format!("/v1/events/{event}?reason=audit"), None, String::new(), StatusCode::NOT_FOUND, "no routed event"),
-        (Method::GET, "/v1/registry?reason=".into(), None, String::new(), StatusCode::BAD_REQUEST, "reason"),
-        (Method::GET, "/v1/nowhere".into(), None, String::new(), StatusCode::NOT_FOUND, "no route GET /v1/nowhere"),
-        (Method::DELETE, "/v1/registry".into(), None, String::new(), StatusCode::METHOD_NOT_ALLOWED, "does not take DELETE"),
-        (Method::PUT, "/healthz".into(), None, String::new(), StatusCode::METHOD_NOT_ALLOWED, "does not take PUT"),
+        (
+            Method::POST,
+            "/v1/registry/apply".into(),
+            None,
+            "{}".into(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "application/json",
+        ),
+        (
+            Method::POST,
+            "/v1/registry/apply".into(),
+            Some("text/plain"),
+            "{}".into(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "application/json",
+        ),
+        (
+            Method::POST,
+            "/v1/registry/apply".into(),
+            json,
+            "{".into(),
+            StatusCode::BAD_REQUEST,
+            "not valid JSON",
+        ),
+        (
+            Method::POST,
+            "/v1/registry/apply".into(),
+            json,
+            r#"{"facilities": 5}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "facilities",
+        ),
+        (
+            Method::POST,
+            "/v1/registry/apply".into(),
+            json,
+            r#"{"nurses": []}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "nurses",
+        ),
+        (
+            Method::POST,
+            "/v1/deliveries/replay".into(),
+            json,
+            r#"{"deliveries": ["x"]}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "deliveries",
+        ),
+        (
+            Method::POST,
+            "/v1/deliveries/replay".into(),
+            None,
+            r#"{"deliveries": []}"#.into(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "application/json",
+        ),
+        (
+            Method::POST,
+            "/v1/deliveries/replay".into(),
+            json,
+            big_replay,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "2097152 bytes",
+        ),
+        (
+            Method::GET,
+            "/v1/deliveries?status=AAA".into(),
+            None,
+            String::new(),
+            StatusCode::BAD_REQUEST,
+            "status: unknown variant `AAA`",
+        ),
+        (
+            Method::GET,
+            "/v1/deliveries?limit=0".into(),
+            None,
+            String::new(),
+            StatusCode::BAD_REQUEST,
+            "limit",
+        ),
+        (
+            Method::GET,
+            "/v1/deliveries?limit=1001".into(),
+            None,
+            String::new(),
+            StatusCode::BAD_REQUEST,
+            "limit",
+        ),
+        (
+            Method::GET,
+            "/v1/deliveries?limit=ten".into(),
+            None,
+            String::new(),
+            StatusCode::BAD_REQUEST,
+            "limit",
+        ),
+        (
+            Method::GET,
+            "/v1/deliveries?event_id=nope".into(),
+            None,
+            String::new(),
+            StatusCode::BAD_REQUEST,
+            "event_id",
+        ),
+        (
+            Method::GET,
+            "/v1/events/nope?reason=audit".into(),
+            None,
+            String::new(),
+            StatusCode::BAD_REQUEST,
+            "id",
+        ),
+        (
+            Method::GET,
+            format!("/v1/events/{event}"),
+            None,
+            String::new(),
+            StatusCode::BAD_REQUEST,
+            "reason",
+        ),
+        (
+            Method::GET,
+            format!("/v1/events/{event}?reason="),
+            None,
+            String::new(),
+            StatusCode::BAD_REQUEST,
+            "reason",
+        ),
+        (
+            Method::GET,
+            format!("/v1/events/{event}?reason=%E3%80%80"),
+            None,
+            String::new(),
+            StatusCode::BAD_REQUEST,
+            "reason",
+        ),
+        (
+            Method::GET,
+            format!("/v1/events/{event}?reason=a%0Ab"),
+            None,
+            String::new(),
+            StatusCode::BAD_REQUEST,
+            "reason",
+        ),
+        (
+            Method::GET,
+            format!("/v1/events/{event}?reason=a%00b"),
+            None,
+            String::new(),
+            StatusCode::BAD_REQUEST,
+            "reason",
+        ),
+        (
+            Method::GET,
+            format!("/v1/events/{event}?reason=audit"),
+            None,
+            String::new(),
+            StatusCode::NOT_FOUND,
+            "no routed event",
+        ),
+        (
+            Method::GET,
+            "/v1/registry?reason=".into(),
+            None,
+            String::new(),
+            StatusCode::BAD_REQUEST,
+            "reason",
+        ),
+        (
+            Method::GET,
+            "/v1/nowhere".into(),
+            None,
+            String::new(),
+            StatusCode::NOT_FOUND,
+            "no route GET /v1/nowhere",
+        ),
+        (
+            Method::DELETE,
+            "/v1/registry".into(),
+            None,
+            String::new(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "does not take DELETE",
+        ),
+        (
+            Method::PUT,
+            "/healthz".into(),
+            None,
+            String::new(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "does not take PUT",
+        ),
     ];
     for (method, uri, content_type, body, status, names) in cases {
         let what = format!("{method} {uri} ({content_type:?})");
         let answer = api.call(&router, method, &uri, content_type, body).await?;
-        assert_eq!(answer.status, status, "{what}: {}", String::from_utf8_lossy(&answer.body));
         assert_eq!(
-            answer.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+            answer.status,
+            status,
+            "{what}: {}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        assert_eq!(
+            answer
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
             Some("application/json"),
             "{what}"
         );
         let error = answer.json();
         let message = error["error"].as_str().unwrap_or_default();
         assert!(message.contains(names), "{what}: {error}");
-        assert_eq!(error.as_object().map(|o| o.len()), Some(1), "{what}: only `error`: {error}");
+        assert_eq!(
+            error.as_object().map(|o| o.len()),
+            Some(1),
+            "{what}: only `error`: {error}"
+        );
         if status == StatusCode::METHOD_NOT_ALLOWED {
-            assert!(answer.headers.contains_key(header::ALLOW), "{what}: no Allow header");
+            assert!(
+                answer.headers.contains_key(header::ALLOW),
+                "{what}: no Allow header"
+            );
         }
     }
     api.finish().await
@@ -201,13 +384,21 @@ async fn the_status_filter_takes_every_status() -> anyhow::Result<()> {
     let router = api.router(OPTIONS);
     for status in DeliveryStatus::ALL {
         let uri = format!("/v1/deliveries?status={}&limit=1000", status.as_str());
-        let answer = api.call(&router, Method::GET, &uri, None, Body::empty()).await?;
+        let answer = api
+            .call(&router, Method::GET, &uri, None, Body::empty())
+            .await?;
         assert_eq!(answer.status, StatusCode::OK, "{uri}");
         assert_eq!(answer.json(), json!({ "deliveries": [] }), "{uri}");
     }
     // A participant id no participant can have (PostgreSQL cannot store a NUL).
     let answer = api
-        .call(&router, Method::GET, "/v1/deliveries?participant_id=a%00b", None, Body::empty())
+        .call(
+            &router,
+            Method::GET,
+            "/v1/deliveries?participant_id=a%00b",
+            None,
+            Body::empty(),
+        )
         .await?;
     assert_eq!(answer.status, StatusCode::OK);
     api.finish().await
@@ -258,24 +449,59 @@ async fn an_export_of_a_20000_patient_region_applies_back() -> anyhow::Result<()
         document.len()
     );
     let applied = api
-        .call(&router, Method::POST, "/v1/registry/apply", Some("application/json"), document)
+        .call(
+            &router,
+            Method::POST,
+            "/v1/registry/apply",
+            Some("application/json"),
+            document,
+        )
         .await?;
-    assert_eq!(applied.status, StatusCode::OK, "{}", String::from_utf8_lossy(&applied.body));
+    assert_eq!(
+        applied.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&applied.body)
+    );
 
     let export = api
-        .call(&router, Method::GET, "/v1/registry?reason=backup", None, Body::empty())
+        .call(
+            &router,
+            Method::GET,
+            "/v1/registry?reason=backup",
+            None,
+            Body::empty(),
+        )
         .await?;
     assert_eq!(export.status, StatusCode::OK);
     println!(
         "export of a 20,000-patient region: {} bytes",
         export.body.len()
     );
-    assert!(export.body.len() < OPTIONS.max_body_bytes / 4, "{}", export.body.len());
+    assert!(
+        export.body.len() < OPTIONS.max_body_bytes / 4,
+        "{}",
+        export.body.len()
+    );
     let again = api
-        .call(&router, Method::POST, "/v1/registry/apply", Some("application/json"), export.body.clone())
+        .call(
+            &router,
+            Method::POST,
+            "/v1/registry/apply",
+            Some("application/json"),
+            export.body.clone(),
+        )
         .await?;
-    assert_eq!(again.status, StatusCode::OK, "{}", String::from_utf8_lossy(&again.body));
-    let changes = again.json()["changes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        again.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
+    let changes = again.json()["changes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(changes.len(), 2 + 1 + 3 * 20_000);
     assert!(
         changes.iter().all(|c| c["action"] == "unchanged"),
@@ -287,10 +513,22 @@ async fn an_export_of_a_20000_patient_region_applies_back() -> anyhow::Result<()
         max_body_bytes: 1024 * 1024,
     });
     let refused = api
-        .call(&small, Method::POST, "/v1/registry/apply", Some("application/json"), export.body)
+        .call(
+            &small,
+            Method::POST,
+            "/v1/registry/apply",
+            Some("application/json"),
+            export.body,
+        )
         .await?;
     assert_eq!(refused.status, StatusCode::PAYLOAD_TOO_LARGE);
-    let message = refused.json()["error"].as_str().unwrap_or_default().to_owned();
-    assert!(message.contains("1048576 bytes") && message.contains("api.max_body_bytes"), "{message}");
+    let message = refused.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("1048576 bytes") && message.contains("api.max_body_bytes"),
+        "{message}"
+    );
     api.finish().await
 }
