@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (README "Test"): starts PostgreSQL and RabbitMQ when they
 # are down (installing them as root on a fresh Debian machine), then checks formatting
-# and lints and runs every test — unit, integration (real PostgreSQL and RabbitMQ) and
-# end-to-end (the real `renkei` binary).
+# and lints and runs every test — unit, integration (real PostgreSQL and RabbitMQ),
+# end-to-end (the real `renkei` binary) and schemathesis over the admin API
+# (deploy/dev/api-fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -23,3 +24,5 @@ cargo build --locked -p renkei-hub --bin renkei
 cargo nextest run --workspace --locked --no-fail-fast "$@"
 # nextest does not run documentation examples; they are tests of the docs too.
 cargo test --workspace --locked --doc
+# The admin API against its own OpenAPI document: schemathesis, every check.
+bash deploy/dev/api-fuzz.sh

@@ -136,6 +136,9 @@ pub async fn run(
             deliveries: store.clone(),
             bus: bus.clone(),
         };
+        let options = crate::api::ApiOptions {
+            max_body_bytes: settings.api.max_body_bytes,
+        };
         let listener = tokio::net::TcpListener::bind(settings.api.listen)
             .await
             .with_context(|| {
@@ -147,7 +150,7 @@ pub async fn run(
         tracing::info!(addr = %settings.api.listen, "admin API ready");
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            axum::serve(listener, crate::api::router(state))
+            axum::serve(listener, crate::api::router(state, options))
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await
                 .context("admin API failed")

@@ -167,6 +167,8 @@ fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D:
 pub struct ApiSettings {
     /// Listen address.
     pub listen: SocketAddr,
+    /// Largest body of `POST /v1/registry/apply`, in bytes.
+    pub max_body_bytes: usize,
 }
 
 /// Logging settings.
@@ -257,6 +259,12 @@ impl Settings {
         if self.mllp.max_message_bytes < 1024 {
             return Err(invalid("mllp.max_message_bytes", "must be at least 1024"));
         }
+        if self.api.max_body_bytes < 64 * 1024 {
+            return Err(invalid(
+                "api.max_body_bytes",
+                "must be at least 65536 (64 KiB); the default is 67108864 (64 MiB)",
+            ));
+        }
         if self.ingest.earliest_event_time >= chrono::Utc::now().date_naive() {
             return Err(invalid(
                 "ingest.earliest_event_time",
@@ -294,6 +302,22 @@ mod tests {
             "1900-01-01"
         );
         Ok(())
+    }
+
+    #[test]
+    fn a_body_limit_too_small_for_any_document_is_refused() {
+        let dir = std::env::temp_dir().join(format!("renkei-cfg-api-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let path = dir.join("small.toml");
+        std::fs::write(&path, "[api]\nmax_body_bytes = 1000\n").ok();
+        let err = Settings::load(Some(&path)).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("`api.max_body_bytes` must be at least 65536")),
+            "{err:?}"
+        );
+        let defaults = Settings::load(None).map(|s| s.api.max_body_bytes).ok();
+        assert_eq!(defaults, Some(64 * 1024 * 1024));
     }
 
     #[test]

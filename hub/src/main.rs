@@ -121,7 +121,7 @@ enum DeliveriesCommand {
         participant: Option<String>,
         /// Only this status (pending, retrying, delivered, dead, cancelled).
         #[arg(long)]
-        status: Option<String>,
+        status: Option<renkei_hub::store::DeliveryStatus>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: i64,

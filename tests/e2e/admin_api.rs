@@ -129,3 +129,80 @@ async fn admin_api_needs_a_key_and_audits_patient_reads() -> anyhow::Result<()> 
     assert_eq!(registry.status(), StatusCode::BAD_REQUEST);
     Ok(())
 }
+
+#[tokio::test]
+async fn the_binary_applies_its_body_limit_and_answers_refusals_in_json() -> anyhow::Result<()> {
+    let env = Env::with_settings(&[("RENKEI__API__MAX_BODY_BYTES", "65536")]).await?;
+    env.start_hub(Roles::All).await?;
+    let created = env
+        .renkei(&["admin", "create-api-key", "--name", "t"])
+        .await?;
+    assert!(created.status.success(), "{created}");
+    let key = created.stdout.trim().to_owned();
+    let api = format!("http://{}", env.api);
+    let http = http_client()?;
+
+    let description: serde_json::Value = http
+        .get(format!("{api}/openapi.json"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let description = description["info"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        description.contains("65536 bytes (`api.max_body_bytes`"),
+        "{description}"
+    );
+
+    let big = format!(
+        "{{\"facilities\": [], \"padding\": \"{}\"}}",
+        "x".repeat(70_000)
+    );
+    let refused = http
+        .post(format!("{api}/v1/registry/apply"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await?;
+    assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let error: serde_json::Value = refused.json().await?;
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("65536 bytes") && e.contains("api.max_body_bytes")),
+        "{error}"
+    );
+
+    let plain = http
+        .post(format!("{api}/v1/registry/apply"))
+        .bearer_auth(&key)
+        .body("{}")
+        .send()
+        .await?;
+    assert_eq!(plain.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let error: serde_json::Value = plain.json().await?;
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("application/json")),
+        "{error}"
+    );
+
+    let unknown = http
+        .get(format!("{api}/v1/deliveries?status=AAA"))
+        .bearer_auth(&key)
+        .send()
+        .await?;
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+    let error: serde_json::Value = unknown.json().await?;
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("status")),
+        "{error}"
+    );
+    Ok(())
+}

@@ -443,8 +443,64 @@ pub trait DeliveryStore: Send + Sync {
     async fn unreplay(&self, ids: &[Uuid], reason: &str) -> Result<(), StoreError>;
 }
 
+/// A delivery's state.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Waiting for its first attempt (or replayed).
+    Pending,
+    /// Failed; the next attempt is scheduled.
+    Retrying,
+    /// The receiver accepted it.
+    Delivered,
+    /// Given up (non-retryable, retries exhausted, endpoint disabled); can be replayed.
+    Dead,
+    /// Stopped without an attempt (consent withdrawn).
+    Cancelled,
+}
+
+impl DeliveryStatus {
+    /// Every status, in the order of a delivery's life.
+    pub const ALL: [DeliveryStatus; 5] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Retrying,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Dead,
+        DeliveryStatus::Cancelled,
+    ];
+
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Retrying => "retrying",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Dead => "dead",
+            DeliveryStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A delivery status name that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a delivery status: pending, retrying, delivered, dead or cancelled")]
+pub struct UnknownDeliveryStatus(pub String);
+
+impl std::str::FromStr for DeliveryStatus {
+    type Err = UnknownDeliveryStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DeliveryStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownDeliveryStatus(s.to_owned()))
+    }
+}
+
 /// A row of the delivery log.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct DeliverySummary {
     /// Delivery id.
     pub id: Uuid,
@@ -458,7 +514,9 @@ pub struct DeliverySummary {
     pub endpoint_name: String,
     /// Per-participant sequence.
     pub sequence: i64,
-    /// State.
+    /// State (one of the [`DeliveryStatus`] names; the database's CHECK constraint
+    /// holds it to them).
+    #[schema(value_type = DeliveryStatus)]
     pub status: String,
     /// Attempts so far.
     pub attempts: i32,
@@ -480,7 +538,7 @@ pub struct DeliveryFilter {
     /// Only this participant.
     pub participant_id: Option<String>,
     /// Only this status.
-    pub status: Option<String>,
+    pub status: Option<DeliveryStatus>,
     /// At most this many (default 100, max 1000).
     pub limit: Option<i64>,
 }

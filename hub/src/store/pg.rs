@@ -1405,7 +1405,7 @@ impl AdminStore for PgStore {
         )
         .bind(filter.event_id)
         .bind(filter.participant_id.as_deref())
-        .bind(filter.status.as_deref())
+        .bind(filter.status.map(DeliveryStatus::as_str))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
