@@ -94,6 +94,10 @@ const OPTIONS: ApiOptions = ApiOptions {
     max_body_bytes: 64 * 1024 * 1024,
 };
 
+/// A request (method, URI, content type, body) and the status and the words its
+/// refusal must carry.
+type Case<'a> = (Method, String, Option<&'a str>, String, StatusCode, &'a str);
+
 #[tokio::test]
 async fn every_refusal_is_json_naming_what_is_wrong() -> anyhow::Result<()> {
     let api = Api::new().await?;
@@ -104,7 +108,7 @@ async fn every_refusal_is_json_naming_what_is_wrong() -> anyhow::Result<()> {
         "{{\"deliveries\": [{}]}}",
         vec![format!("\"{event}\""); 60_000].join(",")
     );
-    let cases: Vec<(Method, String, Option<&str>, String, StatusCode, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             Method::POST,
             "/v1/registry/apply".into(),
