@@ -134,11 +134,7 @@ async fn admin_api_needs_a_key_and_audits_patient_reads() -> anyhow::Result<()> 
 async fn the_binary_applies_its_body_limit_and_answers_refusals_in_json() -> anyhow::Result<()> {
     let env = Env::with_settings(&[("RENKEI__API__MAX_BODY_BYTES", "65536")]).await?;
     env.start_hub(Roles::All).await?;
-    let created = env
-        .renkei(&["admin", "create-api-key", "--name", "t"])
-        .await?;
-    assert!(created.status.success(), "{created}");
-    let key = created.stdout.trim().to_owned();
+    let key = env.api_key("t").await?;
     let api = format!("http://{}", env.api);
     let http = http_client()?;
 

@@ -28,11 +28,7 @@ async fn schemathesis_finds_no_failure_in_the_admin_api() -> anyhow::Result<()> 
         std::env::var("RENKEI_FUZZ_EXAMPLES").unwrap_or_else(|_| DEFAULT_EXAMPLES.to_owned());
     let env = Env::new().await?;
     env.start_hub(Roles::All).await?;
-    let created = env
-        .renkei(&["admin", "create-api-key", "--name", "schemathesis"])
-        .await?;
-    anyhow::ensure!(created.status.success(), "{created}");
-    let key = created.stdout.trim().to_owned();
+    let key = env.api_key("schemathesis").await?;
 
     let config = workspace_dir().join("deploy/dev/schemathesis.toml");
     let report = std::env::temp_dir().join(format!("renkei-schemathesis-{}", env.prefix));

@@ -278,6 +278,15 @@ impl Env {
         })
     }
 
+    /// A new admin API key from `renkei admin create-api-key`; fails unless it exits 0.
+    pub async fn api_key(&self, name: &str) -> anyhow::Result<String> {
+        let created = self
+            .renkei(&["admin", "create-api-key", "--name", name])
+            .await?;
+        anyhow::ensure!(created.status.success(), "{created}");
+        Ok(created.stdout.trim().to_owned())
+    }
+
     /// Applies a registry document with `renkei admin apply -f FILE`; fails unless it
     /// exits 0.
     pub async fn apply(&self, registry: &Registry) -> anyhow::Result<CliOutput> {

@@ -241,11 +241,7 @@ async fn a_destination_refused_at_apply_through_the_cli_and_the_api() -> anyhow:
     );
 
     env.start_hub(Roles::All).await?;
-    let created = env
-        .renkei(&["admin", "create-api-key", "--name", "t"])
-        .await?;
-    assert!(created.status.success(), "{created}");
-    let key = created.stdout.trim().to_owned();
+    let key = env.api_key("t").await?;
     let http = http_client()?;
     let apply = |doc: serde_json::Value| {
         http.post(format!("http://{}/v1/registry/apply", env.api))
