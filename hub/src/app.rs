@@ -116,7 +116,11 @@ pub async fn run(
         let options = renkei_hl7v2::listener::ListenerOptions {
             max_message_bytes: settings.mllp.max_message_bytes,
             idle_timeout: settings.mllp.idle_timeout,
+            handshake_timeout: settings.mllp.handshake_timeout,
             max_connections: settings.mllp.max_connections,
+            max_connections_per_peer: settings.mllp.max_connections_per_peer,
+            max_bytes_in_flight: settings.mllp.max_bytes_in_flight,
+            bytes_in_flight_wait: settings.mllp.bytes_in_flight_wait,
             time_window: settings.ingest.time_window(),
         };
         let shutdown = shutdown.clone();

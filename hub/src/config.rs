@@ -75,6 +75,16 @@ pub struct MllpSettings {
     pub idle_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections one sender (IPv4 address, IPv6 /64) may hold at once.
+    pub max_connections_per_peer: usize,
+    /// Close a new connection that has not completed a message after this long.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Bytes of unanswered messages all connections may buffer together.
+    pub max_bytes_in_flight: usize,
+    /// How long a message waits for room in `max_bytes_in_flight` before `AR`.
+    #[serde(with = "humantime_serde")]
+    pub bytes_in_flight_wait: Duration,
 }
 
 /// What every source adapter accepts.
@@ -259,6 +269,21 @@ impl Settings {
         if self.mllp.max_message_bytes < 1024 {
             return Err(invalid("mllp.max_message_bytes", "must be at least 1024"));
         }
+        if self.mllp.max_connections_per_peer == 0 {
+            return Err(invalid(
+                "mllp.max_connections_per_peer",
+                "must be at least 1",
+            ));
+        }
+        if self.mllp.handshake_timeout.is_zero() {
+            return Err(invalid("mllp.handshake_timeout", "must be longer than 0s"));
+        }
+        if self.mllp.max_bytes_in_flight < 2 * self.mllp.max_message_bytes {
+            return Err(invalid(
+                "mllp.max_bytes_in_flight",
+                "must be at least twice mllp.max_message_bytes (a message's buffer may be up to twice its size while it arrives)",
+            ));
+        }
         if self.api.max_body_bytes < 64 * 1024 {
             return Err(invalid(
                 "api.max_body_bytes",
@@ -318,6 +343,25 @@ mod tests {
         );
         let defaults = Settings::load(None).map(|s| s.api.max_body_bytes).ok();
         assert_eq!(defaults, Some(64 * 1024 * 1024));
+    }
+
+    #[test]
+    fn a_bytes_in_flight_budget_too_small_for_the_largest_message_is_refused() {
+        let dir = std::env::temp_dir().join(format!("renkei-cfg-mllp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let path = dir.join("budget.toml");
+        std::fs::write(
+            &path,
+            "[mllp]\nmax_message_bytes = 4194304\nmax_bytes_in_flight = 4194304\n",
+        )
+        .ok();
+        let err = Settings::load(Some(&path)).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains(
+                "`mllp.max_bytes_in_flight` must be at least twice mllp.max_message_bytes"
+            )),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin_api;
+mod admission;
 mod api_fuzz;
 mod audit;
 mod checks;

@@ -122,6 +122,15 @@ impl MllpClient {
         })
     }
 
+    /// Connects from the loopback address `source` (another address is another
+    /// sender to the hub).
+    pub async fn connect_from(source: &str, addr: SocketAddr) -> anyhow::Result<Self> {
+        Ok(Self {
+            stream: tcp_from(source, addr).await?,
+            buffer: Vec::new(),
+        })
+    }
+
     /// Sends one message and waits for its ACK.
     pub async fn send(&mut self, message: &[u8]) -> anyhow::Result<Ack> {
         let mut frame = Vec::with_capacity(message.len() + 3);
@@ -151,6 +160,16 @@ impl MllpClient {
             self.buffer.extend_from_slice(&chunk[..n]);
         }
     }
+}
+
+/// A TCP connection to `addr` from the loopback address `source`.
+pub async fn tcp_from(source: &str, addr: SocketAddr) -> anyhow::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse()?)?;
+    tokio::time::timeout(DEADLINE, socket.connect(addr))
+        .await
+        .map_err(|_| anyhow::anyhow!("connect to {addr} from {source} timed out"))?
+        .map_err(Into::into)
 }
 
 /// Sends on one connection and requires `AA` acknowledging this message.

@@ -56,6 +56,15 @@ pub enum MllpError {
         /// [`OVERSIZED_HEADER_LEN`]: normally its `MSH` segment.
         header: Bytes,
     },
+    /// A frame the listener gave up buffering (see [`MllpCodec::abandon_frame`]); it
+    /// was discarded up to its end, which is when this is returned.
+    #[error("MLLP frame of {size} bytes was abandoned before its end and discarded")]
+    FrameAbandoned {
+        /// How many bytes the frame had.
+        size: usize,
+        /// The frame's first bytes, as for [`MllpError::FrameTooLarge`].
+        header: Bytes,
+    },
     /// The stream ended in the middle of a frame.
     #[error(
         "the connection closed in the middle of an MLLP frame ({received} bytes received, no end block)"
@@ -79,8 +88,12 @@ enum State {
     Idle,
     /// Inside a frame; the frame's bytes are the buffer's, up to `scanned` searched.
     InFrame { scanned: usize },
-    /// Inside an oversized frame, discarding until its end block.
-    Discarding { size: usize, header: Bytes },
+    /// Inside an oversized (or abandoned) frame, discarding until its end block.
+    Discarding {
+        size: usize,
+        header: Bytes,
+        abandoned: bool,
+    },
 }
 
 /// The MLLP codec: decodes frames into messages (`BytesMut`, without the block
@@ -127,11 +140,39 @@ impl MllpCodec {
         Bytes::copy_from_slice(&frame[..end])
     }
 
-    fn too_large(&self, size: usize, header: Bytes) -> MllpError {
-        MllpError::FrameTooLarge {
-            limit: self.max_frame_len,
-            size,
-            header,
+    fn discarded(&self, size: usize, header: Bytes, abandoned: bool) -> MllpError {
+        if abandoned {
+            MllpError::FrameAbandoned { size, header }
+        } else {
+            MllpError::FrameTooLarge {
+                limit: self.max_frame_len,
+                size,
+                header,
+            }
+        }
+    }
+
+    /// Gives up buffering the frame in progress, if any: its bytes so far (all of
+    /// `buf`, which holds nothing else while a frame is incomplete) are dropped but
+    /// for its header, the rest is discarded as it arrives, and the decoder returns
+    /// [`MllpError::FrameAbandoned`] at its end, in sync for the next frame. Returns
+    /// whether a frame was in progress. A listener that cannot hold more bytes uses
+    /// this to answer the message (`AR`) without buffering it.
+    pub fn abandon_frame(&mut self, buf: &mut BytesMut) -> bool {
+        match std::mem::take(&mut self.state) {
+            State::InFrame { .. } => {
+                self.state = State::Discarding {
+                    size: buf.len(),
+                    header: Self::header_of(buf),
+                    abandoned: true,
+                };
+                buf.clear();
+                true
+            }
+            other => {
+                self.state = other;
+                false
+            }
         }
     }
 }
@@ -176,7 +217,8 @@ impl Decoder for MllpCodec {
                         let frame = buf.split_to(end);
                         buf.advance(2);
                         if frame.len() > self.max_frame_len {
-                            return Err(self.too_large(frame.len(), Self::header_of(&frame)));
+                            let header = Self::header_of(&frame);
+                            return Err(self.discarded(frame.len(), header, false));
                         }
                         return Ok(Some(frame));
                     }
@@ -187,6 +229,7 @@ impl Decoder for MllpCodec {
                             self.state = State::Discarding {
                                 size: resume,
                                 header,
+                                abandoned: false,
                             };
                         } else {
                             self.state = State::InFrame { scanned: resume };
@@ -194,16 +237,21 @@ impl Decoder for MllpCodec {
                         }
                     }
                 },
-                State::Discarding { size, header } => match find_end(buf, 0) {
+                State::Discarding {
+                    size,
+                    header,
+                    abandoned,
+                } => match find_end(buf, 0) {
                     Ok(end) => {
                         buf.advance(end + 2);
-                        return Err(self.too_large(size + end, header));
+                        return Err(self.discarded(size + end, header, abandoned));
                     }
                     Err(resume) => {
                         buf.advance(resume);
                         self.state = State::Discarding {
                             size: size + resume,
                             header,
+                            abandoned,
                         };
                         return Ok(None);
                     }
@@ -221,7 +269,11 @@ impl Decoder for MllpCodec {
         match std::mem::take(&mut self.state) {
             State::Idle => Ok(None),
             State::InFrame { .. } => Err(MllpError::IncompleteFrame { received }),
-            State::Discarding { size, header } => Err(self.too_large(size + received, header)),
+            State::Discarding {
+                size,
+                header,
+                abandoned,
+            } => Err(self.discarded(size + received, header, abandoned)),
         }
     }
 }
@@ -378,6 +430,29 @@ mod tests {
                 "chunk {chunk_len}"
             );
         }
+    }
+
+    #[test]
+    fn an_abandoned_frame_is_discarded_to_its_end_and_the_next_one_decodes() {
+        let mut codec = MllpCodec::new();
+        let mut buf = BytesMut::from(&b"\x0bMSH|^~\\&|A|B\rPID|1|"[..]);
+        assert!(matches!(codec.decode(&mut buf), Ok(None)));
+        assert!(codec.abandon_frame(&mut buf));
+        assert!(buf.is_empty(), "the bytes so far are let go");
+        buf.extend_from_slice(b"more of it");
+        assert!(matches!(codec.decode(&mut buf), Ok(None)));
+        assert!(buf.is_empty(), "the rest is discarded as it arrives");
+        buf.extend_from_slice(b"end\x1c\x0d\x0bnext\x1c\x0d");
+        match codec.decode(&mut buf) {
+            Err(MllpError::FrameAbandoned { size, header }) => {
+                assert_eq!(size, "MSH|^~\\&|A|B\rPID|1|more of itend".len());
+                assert_eq!(&header[..], b"MSH|^~\\&|A|B");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(codec.decode(&mut buf), Ok(Some(f)) if &f[..] == b"next"));
+        // Between frames there is nothing to abandon.
+        assert!(!codec.abandon_frame(&mut buf));
     }
 
     #[test]

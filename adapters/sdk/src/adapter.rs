@@ -59,8 +59,9 @@ pub struct InputSource {
 pub struct ReceivedInput {
     /// Who sent it.
     pub source: InputSource,
-    /// The bytes exactly as received (kept on rejection so an operator can fix and replay).
-    pub raw: Vec<u8>,
+    /// The bytes exactly as received (kept on rejection so an operator can fix and
+    /// replay). Shared, not copied: a source hands over the buffer it read into.
+    pub raw: bytes::Bytes,
     /// The normaliser's verdict.
     pub normalized: Result<CanonicalEvent, NormalizeError>,
 }

@@ -51,8 +51,8 @@ pub struct IngestRecord {
     pub raw_sha256: String,
     /// The event serialised as it will be published.
     pub event_json: String,
-    /// The raw input.
-    pub raw: Vec<u8>,
+    /// The raw input (shared with the source's buffer, not copied).
+    pub raw: bytes::Bytes,
 }
 
 /// Whether an input was seen before.
@@ -607,7 +607,7 @@ mod tests {
             event_type: EventType::InpatientAdmitted,
             raw_sha256: raw_sha256.into(),
             event_json,
-            raw: Vec::new(),
+            raw: bytes::Bytes::new(),
         }
     }
 

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use renkei_sdk::Identifier;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{Connection as _, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::*;
@@ -300,6 +300,19 @@ impl PgStore {
     }
 }
 
+/// Statement parameters above this size make a connection shrink its buffers after
+/// the statement.
+const LARGE_STATEMENT_BYTES: usize = 1024 * 1024;
+
+/// A connection keeps the buffers its largest statement needed; after one of large
+/// messages (a batch of 1 MB inputs, say), every pooled connection would hold tens of
+/// megabytes for good. This gives them back.
+fn shrink_after_large(conn: &mut PgConnection, bound_bytes: usize) {
+    if bound_bytes > LARGE_STATEMENT_BYTES {
+        conn.shrink_buffers();
+    }
+}
+
 /// Audit entries chained per sealing transaction.
 pub const SEAL_BATCH: i64 = 2000;
 
@@ -322,7 +335,7 @@ impl IngestStore for PgStore {
             event_ids.push(r.event_id);
             types.push(r.event_type.as_str());
             shas.push(r.raw_sha256.as_str());
-            raws.push(r.raw.as_slice());
+            raws.push(r.raw.as_ref());
             jsons.push(r.event_json.as_str());
         }
         let mut tx = self.pool.begin().await?;
@@ -345,6 +358,8 @@ impl IngestStore for PgStore {
         .await?
         .into_iter()
         .collect();
+        let bound: usize = batch.iter().map(|r| r.raw.len() + r.event_json.len()).sum();
+        shrink_after_large(&mut tx, bound);
 
         // Seen before (or earlier in this batch): what was stored the first time.
         let mut seen: HashMap<(String, String), SeenIngest> = HashMap::new();
@@ -443,6 +458,7 @@ impl IngestStore for PgStore {
         .bind(rejection.raw)
         .execute(&mut *tx)
         .await?;
+        shrink_after_large(&mut tx, rejection.raw.len());
         let audit = AuditEntry::new(
             &format!("adapter:{}", rejection.adapter),
             "ingest",

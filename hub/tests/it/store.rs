@@ -306,7 +306,7 @@ fn ingest_about(message_id: &str, raw: &[u8], patient: &str) -> renkei_hub::stor
         })
         .to_string(),
         raw_sha256,
-        raw: raw.to_vec(),
+        raw: bytes::Bytes::copy_from_slice(raw),
     }
 }
 

@@ -3,13 +3,21 @@
 //! sink's outcome — `AA` once the event is durable on the bus, `AE` (with an `ERR`
 //! segment) for input that will never be accepted, `AR` when the hub cannot take it
 //! now. Messages on one connection are handled in order; connections run concurrently.
+//!
+//! What one sender can hold is bounded: connections in all and per sender
+//! ([`admission`]), the time a new connection has to complete its first message
+//! (`handshake_timeout`), and the bytes of unanswered messages across all connections
+//! ([`budget`]).
+
+mod admission;
+mod budget;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use chrono::{FixedOffset, Utc};
 use renkei_sdk::{
     IngestOutcome, IngestSink, InputSource, NormalizeError, Normalizer, ReceivedInput,
@@ -20,6 +28,8 @@ use tokio::time::Instant;
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 
+use self::admission::{Admission, Refusal, RefusalLog};
+use self::budget::{Budget, FREE_PER_CONNECTION, Share};
 use crate::mllp::{AckCode, AckError, ErrorCode, MllpCodec, MllpError, build_ack};
 use crate::{Hl7Normalizer, MshHeader};
 
@@ -34,14 +44,30 @@ const READ_CHUNK: usize = 8 * 1024;
 pub struct ListenerOptions {
     /// Largest message accepted, in bytes; a larger one is answered `AE` and discarded.
     pub max_message_bytes: usize,
-    /// A connection that sends nothing for this long is closed.
+    /// A connection that sends nothing for this long after an answer is closed.
     pub idle_timeout: Duration,
+    /// A new connection that has not completed its first message this long after it
+    /// was accepted is closed (a connection that never speaks holds a slot for
+    /// nothing).
+    pub handshake_timeout: Duration,
     /// Connections served at once; one more is closed as soon as it is accepted (its
     /// sender retries later), so a flood of connections cannot exhaust the hub.
     pub max_connections: usize,
+    /// Connections one sender (an IPv4 address, an IPv6 /64) may hold at once, so one
+    /// client cannot take the slots every other sender needs.
+    pub max_connections_per_peer: usize,
+    /// Bytes of unanswered messages all connections may hold together beyond a small
+    /// free part each (see [`FREE_PER_CONNECTION_BYTES`]).
+    pub max_bytes_in_flight: usize,
+    /// How long a connection waits for room in `max_bytes_in_flight` before its
+    /// message is answered `AR`.
+    pub bytes_in_flight_wait: Duration,
     /// Times the normaliser accepts; a message with one outside is answered `AE`.
     pub time_window: renkei_sdk::TimeWindow,
 }
+
+/// What one connection may buffer without drawing on `max_bytes_in_flight`.
+pub const FREE_PER_CONNECTION_BYTES: usize = FREE_PER_CONNECTION;
 
 /// Accepts connections until `shutdown`, serving each on its own task.
 pub async fn serve<S: IngestSink>(
@@ -50,8 +76,20 @@ pub async fn serve<S: IngestSink>(
     options: ListenerOptions,
     shutdown: CancellationToken,
 ) {
+    let budget = Budget::new(options.max_bytes_in_flight, options.bytes_in_flight_wait);
+    serve_with_budget(listener, sink, options, budget, shutdown).await;
+}
+
+async fn serve_with_budget<S: IngestSink>(
+    listener: TcpListener,
+    sink: Arc<S>,
+    options: ListenerOptions,
+    budget: Arc<Budget>,
+    shutdown: CancellationToken,
+) {
     let normalizer = Arc::new(Hl7Normalizer::with_time_window(options.time_window));
-    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
+    let admission = Admission::new(options.max_connections, options.max_connections_per_peer);
+    let refusals = RefusalLog::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -59,15 +97,30 @@ pub async fn serve<S: IngestSink>(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    tracing::warn!(%peer, limit = options.max_connections, "too many MLLP connections; this one is closed");
-                    drop(stream);
-                    continue;
+                let slot = match admission.admit(peer.ip()) {
+                    Ok(slot) => slot,
+                    Err(refusal) => {
+                        drop(stream);
+                        if let Some(refused) = refusals.refused(Instant::now()) {
+                            let limit = match refusal {
+                                Refusal::Full => "mllp.max_connections",
+                                Refusal::PeerFull => "mllp.max_connections_per_peer",
+                            };
+                            tracing::warn!(
+                                %peer,
+                                limit,
+                                refused,
+                                "MLLP connections refused (closed as accepted) since the last such line; this one by {limit}"
+                            );
+                        }
+                        continue;
+                    }
                 };
                 let connection = Connection {
                     sink: sink.clone(),
                     normalizer: normalizer.clone(),
                     options: options.clone(),
+                    share: budget.share(),
                     peer,
                 };
                 let shutdown = shutdown.clone();
@@ -89,6 +142,7 @@ struct Connection<S> {
     sink: Arc<S>,
     normalizer: Arc<Hl7Normalizer>,
     options: ListenerOptions,
+    share: Share,
     peer: SocketAddr,
 }
 
@@ -100,22 +154,25 @@ impl<S: IngestSink> Connection<S> {
     /// after the decoder's first error, but [`MllpError::FrameTooLarge`] is not the end
     /// of the connection — the codec has skipped the rest of the oversized frame and
     /// the next frame decodes normally, so the listener answers `AE` and carries on.
-    async fn run(self, mut stream: TcpStream, shutdown: CancellationToken) {
+    async fn run(mut self, mut stream: TcpStream, shutdown: CancellationToken) {
         let _ = stream.set_nodelay(true);
         let peer = self.peer;
         tracing::debug!(%peer, "MLLP connection opened");
         let idle = self.options.idle_timeout;
-        let mut codec = MllpCodec::with_max_frame_len(self.options.max_message_bytes);
+        let limit = self.options.max_message_bytes;
+        let mut codec = MllpCodec::with_max_frame_len(limit);
         // One read buffer per connection; decoded frames are split off its front and
-        // the space is reclaimed once they are dropped.
+        // handed on without a copy.
         let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
         let mut write_buf = BytesMut::new();
-        // As with `Framed` + a timeout per frame: the next message (or the end of the
-        // connection) must arrive within `idle` of the previous answer.
-        let mut deadline = deadline_after(idle);
+        // The first message must be complete within the handshake window; each next
+        // one (or the end of the connection) within `idle` of the previous answer.
+        let mut deadline = deadline_after(self.options.handshake_timeout.min(idle));
+        let mut answered = false;
         let mut eof = false;
         'connection: loop {
             // Answer every frame already buffered, in order.
+            let mut large = false;
             loop {
                 let decoded = if eof {
                     codec.decode_eof(&mut read_buf)
@@ -124,7 +181,10 @@ impl<S: IngestSink> Connection<S> {
                 };
                 let ack = match decoded {
                     Ok(None) => break,
-                    Ok(Some(frame)) => self.handle(frame.to_vec()).await,
+                    Ok(Some(frame)) => {
+                        large |= frame.len() > FREE_PER_CONNECTION;
+                        self.handle(frame.freeze()).await
+                    }
                     Err(MllpError::FrameTooLarge {
                         limit,
                         size,
@@ -135,7 +195,15 @@ impl<S: IngestSink> Connection<S> {
                             "the message is larger than the hub accepts ({size} bytes, limit {limit}); split it or ask the operator to raise mllp.max_message_bytes"
                         ));
                         // Only the header is kept: the rest was never buffered.
-                        self.answer(header.to_vec(), Err(error)).await
+                        self.answer(header, Err(error)).await
+                    }
+                    Err(MllpError::FrameAbandoned { size, header }) => {
+                        tracing::info!(%peer, size, "no room for this message in mllp.max_bytes_in_flight; answered AR");
+                        let header = MshHeader::parse(&header).unwrap_or_else(fallback_header);
+                        reject_ack(
+                            &header,
+                            "the hub is holding as many large messages as it may; send this message again later",
+                        )
                     }
                     Err(e) => {
                         tracing::info!(%peer, error = %e, "MLLP connection ended");
@@ -146,20 +214,52 @@ impl<S: IngestSink> Connection<S> {
                     tracing::info!(%peer, error = %e, "cannot send ACK; closing");
                     break 'connection;
                 }
+                answered = true;
                 deadline = deadline_after(idle);
             }
+            if large {
+                // The frames handed on shared the buffer's allocation, which would
+                // stay alive as long as the buffer: start a small one.
+                let mut fresh = BytesMut::with_capacity(READ_CHUNK.max(read_buf.len()));
+                fresh.extend_from_slice(&read_buf);
+                read_buf = fresh;
+            }
+            // What was answered is given back; the buffer keeps what it holds.
+            self.share.keep(read_buf.capacity());
             if eof {
                 break;
             }
             if read_buf.capacity() - read_buf.len() < READ_CHUNK / 2 {
-                // Reuses the space of frames already handled when it can.
-                read_buf.reserve(READ_CHUNK);
+                // A message longer than the buffer: grow it (doubling, but never past
+                // what the largest message needs), with room from the budget first.
+                let len = read_buf.len();
+                let grow = len
+                    .min((limit + READ_CHUNK).saturating_sub(len))
+                    .max(READ_CHUNK);
+                let room = tokio::select! {
+                    room = self.share.hold(read_buf.capacity() + grow) => room,
+                    () = shutdown.cancelled() => break,
+                };
+                if room {
+                    read_buf.reserve(grow);
+                } else if codec.abandon_frame(&mut read_buf) {
+                    // Answered `AR` when its end arrives; its bytes are let go now.
+                    read_buf = BytesMut::with_capacity(READ_CHUNK);
+                    self.share.keep(read_buf.capacity());
+                } else {
+                    // Nothing to give up (bytes outside a frame are dropped as read).
+                    read_buf.clear();
+                }
             }
             let read = tokio::select! {
                 read = tokio::time::timeout_at(deadline, stream.read_buf(&mut read_buf)) => read,
                 () = shutdown.cancelled() => break,
             };
             match read {
+                Err(_) if !answered => {
+                    tracing::debug!(%peer, window = ?self.options.handshake_timeout, "closing an MLLP connection that sent no complete message in mllp.handshake_timeout");
+                    break;
+                }
                 Err(_) => {
                     tracing::info!(%peer, idle = ?idle, "closing idle MLLP connection");
                     break;
@@ -175,14 +275,14 @@ impl<S: IngestSink> Connection<S> {
         tracing::debug!(%peer, "MLLP connection closed");
     }
 
-    async fn handle(&self, raw: Vec<u8>) -> Vec<u8> {
+    async fn handle(&self, raw: Bytes) -> Vec<u8> {
         let normalized = self.normalizer.normalize(&raw);
         self.answer(raw, normalized).await
     }
 
     async fn answer(
         &self,
-        raw: Vec<u8>,
+        raw: Bytes,
         normalized: Result<renkei_sdk::CanonicalEvent, NormalizeError>,
     ) -> Vec<u8> {
         let header = MshHeader::parse(&raw).unwrap_or_else(fallback_header);
@@ -194,28 +294,29 @@ impl<S: IngestSink> Connection<S> {
             raw,
             normalized,
         };
-        let (code, error) = match self.sink.ingest(input).await {
-            IngestOutcome::Accepted { .. } => (AckCode::Accept, None),
-            IngestOutcome::Rejected(e) => (AckCode::Error, Some(AckError::from(&e))),
+        match self.sink.ingest(input).await {
+            IngestOutcome::Accepted { .. } => ack(&header, AckCode::Accept, None),
+            IngestOutcome::Rejected(e) => ack(&header, AckCode::Error, Some(&AckError::from(&e))),
             IngestOutcome::Unavailable(reason) => {
                 tracing::warn!(peer = %self.peer, %reason, "cannot accept a message now; answered AR");
-                (
-                    AckCode::Reject,
-                    Some(AckError::new(
-                        ErrorCode::ApplicationInternalError,
-                        "the hub cannot accept messages right now; send this message again later",
-                    )),
+                reject_ack(
+                    &header,
+                    "the hub cannot accept messages right now; send this message again later",
                 )
             }
-        };
-        build_ack(
-            &header,
-            code,
-            &ack_control_id(),
-            error.as_ref(),
-            japan_now(),
-        )
+        }
     }
+}
+
+/// An acknowledgement of the message with `header`.
+fn ack(header: &MshHeader, code: AckCode, error: Option<&AckError>) -> Vec<u8> {
+    build_ack(header, code, &ack_control_id(), error, japan_now())
+}
+
+/// `AR` with an `ERR` segment saying why and that the sender should resend.
+fn reject_ack(header: &MshHeader, text: &str) -> Vec<u8> {
+    let error = AckError::new(ErrorCode::ApplicationInternalError, text);
+    ack(header, AckCode::Reject, Some(&error))
 }
 
 /// `idle` from now; a duration too large for the clock means "never" (as with
@@ -340,10 +441,37 @@ mod tests {
         task: JoinHandle<()>,
     }
 
+    /// The options of most tests: two connections, a roomy budget.
+    fn options(max_message_bytes: usize, idle_timeout: Duration) -> ListenerOptions {
+        ListenerOptions {
+            max_message_bytes,
+            idle_timeout,
+            handshake_timeout: idle_timeout,
+            max_connections: 2,
+            max_connections_per_peer: 2,
+            max_bytes_in_flight: 64 * 1024 * 1024,
+            bytes_in_flight_wait: WAIT,
+            time_window: renkei_sdk::TimeWindow::default(),
+        }
+    }
+
     async fn start(
         sink: Arc<FakeSink>,
         max_message_bytes: usize,
         idle_timeout: Duration,
+    ) -> Server {
+        start_with(sink, options(max_message_bytes, idle_timeout)).await
+    }
+
+    async fn start_with(sink: Arc<FakeSink>, options: ListenerOptions) -> Server {
+        let budget = Budget::new(options.max_bytes_in_flight, options.bytes_in_flight_wait);
+        start_with_budget(sink, options, budget).await
+    }
+
+    async fn start_with_budget(
+        sink: Arc<FakeSink>,
+        options: ListenerOptions,
+        budget: Arc<Budget>,
     ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -352,13 +480,13 @@ mod tests {
             .local_addr()
             .unwrap_or_else(|e| panic!("local_addr: {e}"));
         let shutdown = CancellationToken::new();
-        let options = ListenerOptions {
-            max_message_bytes,
-            idle_timeout,
-            max_connections: 2,
-            time_window: renkei_sdk::TimeWindow::default(),
-        };
-        let task = tokio::spawn(serve(listener, sink, options, shutdown.clone()));
+        let task = tokio::spawn(serve_with_budget(
+            listener,
+            sink,
+            options,
+            budget,
+            shutdown.clone(),
+        ));
         Server {
             addr,
             shutdown,
@@ -386,6 +514,13 @@ mod tests {
     /// A message of more than `len` bytes with `control_id` in `MSH-10`.
     fn oversized(control_id: &str, len: usize) -> Vec<u8> {
         format!("{}\rNTE|1||{}\r", big_header(control_id), "X".repeat(len)).into_bytes()
+    }
+
+    /// A well-formed ADT^A01 of more than `len` bytes (a long note).
+    fn large_adt(control_id: &str, len: usize) -> Vec<u8> {
+        let mut message = adt(control_id);
+        message.extend_from_slice(format!("NTE|1||{}\r", "X".repeat(len)).as_bytes());
+        message
     }
 
     fn framed(messages: &[&[u8]]) -> Vec<u8> {
@@ -488,7 +623,11 @@ mod tests {
         let expected: Vec<(&str, &str)> = ids.iter().map(|id| ("AA", id.as_str())).collect();
         assert_eq!(codes(&acks), expected);
 
-        let seen: Vec<Vec<u8>> = sink.seen().into_iter().map(|input| input.raw).collect();
+        let seen: Vec<Vec<u8>> = sink
+            .seen()
+            .into_iter()
+            .map(|input| input.raw.to_vec())
+            .collect();
         assert_eq!(seen.len(), 8);
         assert_eq!(&seen[3..], &messages[..]);
         server.shutdown.cancel();
@@ -667,6 +806,153 @@ mod tests {
         };
         assert_eq!(codes(&acks), [("AA", "C3")]);
         assert_eq!(sink.seen().len(), 3);
+        server.shutdown.cancel();
+    }
+    /// Connects from `source` (another loopback address is another sender).
+    async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap_or_else(|e| panic!("socket: {e}"));
+        let from: SocketAddr = format!("{source}:0")
+            .parse()
+            .unwrap_or_else(|e| panic!("{source}: {e}"));
+        socket
+            .bind(from)
+            .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+        tokio::time::timeout(WAIT, socket.connect(addr))
+            .await
+            .unwrap_or_else(|_| panic!("connect timed out"))
+            .unwrap_or_else(|e| panic!("connect: {e}"))
+    }
+
+    #[tokio::test]
+    async fn a_flood_from_one_sender_leaves_room_for_another() {
+        let sink = FakeSink::new(Mode::Accept);
+        let mut options = options(64 * 1024, WAIT);
+        options.max_connections = 8;
+        options.max_connections_per_peer = 3;
+        let server = start_with(sink.clone(), options).await;
+        // Three idle connections from one address hold its share; the next are
+        // closed as accepted, while they still hold theirs.
+        let mut flood = Vec::new();
+        for _ in 0..3 {
+            flood.push(connect_from("127.0.0.1", server.addr).await);
+        }
+        for _ in 0..5 {
+            let mut refused = connect_from("127.0.0.1", server.addr).await;
+            closed_by_server(&mut refused).await;
+        }
+        // Another sender gets in at its first try.
+        let mut other = connect_from("127.0.0.2", server.addr).await;
+        other
+            .write_all(&framed(&[&adt("OTHER1")]))
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        assert_eq!(codes(&read_acks(&mut other, 1).await), [("AA", "OTHER1")]);
+        // The flood's connections were held all along: one still answers.
+        flood[0]
+            .write_all(&framed(&[&adt("FLOOD1")]))
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        assert_eq!(
+            codes(&read_acks(&mut flood[0], 1).await),
+            [("AA", "FLOOD1")]
+        );
+        server.shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_sends_no_message_within_the_handshake_window_is_closed() {
+        let sink = FakeSink::new(Mode::Accept);
+        let mut options = options(64 * 1024, WAIT);
+        options.handshake_timeout = Duration::from_millis(200);
+        let server = start_with(sink.clone(), options).await;
+        // Silent, and half a message that never ends: both closed by the window,
+        // well before the (long) idle timeout.
+        let mut silent = connect(server.addr).await;
+        let mut partial = connect(server.addr).await;
+        partial
+            .write_all(b"\x0bMSH|^~\\&|HIS01")
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        closed_by_server(&mut silent).await;
+        closed_by_server(&mut partial).await;
+        // A sender that speaks at once is served, and after its first answer the
+        // idle timeout applies, not the window.
+        let mut client = MllpClient::connect(server.addr, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let first = send(&mut client, &adt("HS1")).await;
+        assert_eq!(first.code, "AA");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let second = send(&mut client, &adt("HS2")).await;
+        assert_eq!(
+            (second.code.as_str(), second.control_id.as_str()),
+            ("AA", "HS2")
+        );
+        server.shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_message_with_no_room_in_the_bytes_in_flight_budget_is_answered_ar() {
+        let sink = FakeSink::new(Mode::Accept);
+        let mut options = options(512 * 1024, WAIT);
+        options.max_connections = 4;
+        options.max_connections_per_peer = 4;
+        options.max_bytes_in_flight = 600 * 1024;
+        options.bytes_in_flight_wait = Duration::from_millis(300);
+        let budget = Budget::new(options.max_bytes_in_flight, options.bytes_in_flight_wait);
+        let server = start_with_budget(sink.clone(), options, budget.clone()).await;
+
+        // One sender's large message, all but its end: it holds most of the budget.
+        let first = large_adt("BIGA", 400 * 1024);
+        let mut holder = connect(server.addr).await;
+        let mut wire = framed(&[&first]);
+        let tail = wire.split_off(wire.len() - 2);
+        holder
+            .write_all(&wire)
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let deadline = Instant::now() + WAIT;
+        while budget.available() > 200 * 1024 {
+            assert!(
+                Instant::now() < deadline,
+                "the first message never took its room"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // Another large message finds no room: `AR`, and nothing is handed on.
+        let second = large_adt("BIGB", 400 * 1024);
+        let mut client = MllpClient::connect(server.addr, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let ack = send(&mut client, &second).await;
+        assert_eq!((ack.code.as_str(), ack.control_id.as_str()), ("AR", "BIGB"));
+        let text = ack.text.unwrap_or_default();
+        assert!(text.contains("send this message again later"), "{text}");
+
+        // Ordinary messages never wait on the budget.
+        let ack = send(&mut client, &adt("SMALL1")).await;
+        assert_eq!(
+            (ack.code.as_str(), ack.control_id.as_str()),
+            ("AA", "SMALL1")
+        );
+
+        // The first message completes; once answered, its room is free again and
+        // the second, sent again, is accepted.
+        holder
+            .write_all(&tail)
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        assert_eq!(codes(&read_acks(&mut holder, 1).await), [("AA", "BIGA")]);
+        let ack = send(&mut client, &second).await;
+        assert_eq!((ack.code.as_str(), ack.control_id.as_str()), ("AA", "BIGB"));
+
+        let seen: Vec<Vec<u8>> = sink
+            .seen()
+            .into_iter()
+            .map(|input| input.raw.to_vec())
+            .collect();
+        assert_eq!(seen, [adt("SMALL1"), first, second]);
         server.shutdown.cancel();
     }
 }
