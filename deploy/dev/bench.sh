@@ -7,6 +7,7 @@
 #   bash deploy/dev/bench.sh --rate 500 --seconds 60  # latency at a fixed rate
 #   bash deploy/dev/bench.sh --json                   # one JSON document
 #   bash deploy/dev/bench.sh --history 1000000        # after a long history
+#   bash deploy/dev/bench.sh --skip-broker --large-messages 250   # peak RSS, 1 MB messages
 # It creates its own database and bus prefix and removes them afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -92,6 +92,11 @@ impl Hub {
             .env("RENKEI__MLLP__LISTEN", mllp.to_string())
             .env("RENKEI__API__LISTEN", api.to_string())
             .env("RENKEI__LOG__LEVEL", "warn")
+            // Every simulated sender connects from this one address.
+            .env(
+                "RENKEI__MLLP__MAX_CONNECTIONS_PER_PEER",
+                args.senders.max(args.large_messages).to_string(),
+            )
             // The receivers listen on loopback, which webhooks may not reach by default.
             .env("RENKEI__DELIVERY__ALLOWED_DESTINATIONS", "127.0.0.0/8,::1")
             .envs(args.hub_env.iter().map(|(k, v)| (k, v)))

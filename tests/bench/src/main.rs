@@ -11,7 +11,9 @@
 //! It prints events/s accepted, deliveries/s, ACK and source-to-receiver latency
 //! percentiles, the hub's CPU seconds and peak RSS, and the ratio of hub events/s to
 //! raw-broker messages/s. `--rate N --seconds S` holds a fixed rate instead of
-//! sending as fast as the hub accepts.
+//! sending as fast as the hub accepts. `--large-messages N` instead sends N messages
+//! of `--large-bytes` (1 MB) at the same moment, `--large-rounds` times, and prints the
+//! hub's peak RSS.
 //!
 //! ```text
 //! bash deploy/dev/bench.sh [--json] [--rate 500 --seconds 60]
@@ -21,6 +23,7 @@
 
 mod broker;
 mod hub;
+mod large;
 mod load;
 mod receiver;
 mod report;
@@ -54,6 +57,16 @@ pub struct Args {
     /// show that the work per event does not grow with history.
     #[arg(long, default_value_t = 0)]
     pub history: usize,
+    /// Large-message mode: this many senders each send one message of --large-bytes
+    /// at the same moment (per round), resending on AR; prints the hub's peak RSS.
+    #[arg(long, default_value_t = 0)]
+    pub large_messages: usize,
+    /// Rounds of the large-message mode.
+    #[arg(long, default_value_t = 1)]
+    pub large_rounds: usize,
+    /// Size of each message in the large-message mode.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub large_bytes: usize,
     /// Print one JSON document instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -108,6 +121,15 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if args.large_messages > 0 {
+        let result = runtime.block_on(run_large(&args))?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&result.to_json())?);
+        } else {
+            print!("{}", result.table());
+        }
+        return Ok(());
+    }
     let report = runtime.block_on(run(&args))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
@@ -115,6 +137,31 @@ fn main() -> anyhow::Result<()> {
         print!("{}", report.table());
     }
     Ok(())
+}
+
+async fn run_large(args: &Args) -> anyhow::Result<large::LargeResult> {
+    let sent = std::sync::Arc::new(load::SendTimes::new(
+        args.large_messages * args.large_rounds.max(1),
+    ));
+    let receivers = [
+        receiver::Receiver::start(sent.clone()).await?,
+        receiver::Receiver::start(sent.clone()).await?,
+    ];
+    let hub = hub::Hub::start(args, &receivers).await?;
+    let outcome = async {
+        eprintln!(
+            "bench: large messages ({} senders at once, {} rounds, {} bytes)",
+            args.large_messages, args.large_rounds, args.large_bytes
+        );
+        let rss_before = hub.peak_rss_bytes()?;
+        let mut result = large::run(args, hub.mllp_addr()).await?;
+        result.rss_before_bytes = rss_before;
+        result.peak_rss_bytes = hub.peak_rss_bytes()?;
+        anyhow::Ok(result)
+    }
+    .await;
+    hub.stop().await;
+    outcome
 }
 
 async fn run(args: &Args) -> anyhow::Result<report::Report> {

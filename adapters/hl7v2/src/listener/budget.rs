@@ -5,9 +5,10 @@
 //! Each connection may hold [`FREE_PER_CONNECTION`] without asking, so ordinary
 //! messages (a few kilobytes) never wait on the budget; a connection whose buffer
 //! must grow beyond that takes the difference from the shared budget first, waiting
-//! at most `bytes_in_flight_wait` for other connections to give some back. While it
-//! waits it reads nothing, so TCP holds the sender back; if the wait runs out, the
-//! listener gives up on that message and answers it `AR` (send again later).
+//! for other connections to give some back, at most `bytes_in_flight_wait` in all per
+//! message. While it waits it reads nothing, so TCP holds the sender back; if the wait
+//! runs out, the listener gives up on that message and answers it `AR` (send again
+//! later).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,6 @@ pub(crate) const FREE_PER_CONNECTION: usize = 32 * 1024;
 #[derive(Debug)]
 pub(crate) struct Budget {
     bytes: Arc<Semaphore>,
-    wait: Duration,
 }
 
 /// One connection's part of the budget; given back when dropped.
@@ -33,12 +33,10 @@ pub(crate) struct Share {
 }
 
 impl Budget {
-    /// A budget of `bytes` (capped at what a semaphore can count) and how long a
-    /// connection waits for its part.
-    pub(crate) fn new(bytes: usize, wait: Duration) -> Arc<Self> {
+    /// A budget of `bytes` (capped at what a semaphore can count).
+    pub(crate) fn new(bytes: usize) -> Arc<Self> {
         Arc::new(Self {
             bytes: Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))),
-            wait,
         })
     }
 
@@ -58,10 +56,10 @@ impl Budget {
 }
 
 impl Share {
-    /// Makes sure this connection may hold `bytes` in all, waiting up to the
-    /// budget's wait for the difference; `false` if it did not come in time (what
-    /// was held before is still held).
-    pub(crate) async fn hold(&mut self, bytes: usize) -> bool {
+    /// Makes sure this connection may hold `bytes` in all, waiting up to `wait` for
+    /// the difference; `false` if it did not come in time (what was held before is
+    /// still held).
+    pub(crate) async fn hold(&mut self, bytes: usize, wait: Duration) -> bool {
         let wanted = bytes.saturating_sub(FREE_PER_CONNECTION);
         if wanted <= self.held {
             return true;
@@ -70,7 +68,7 @@ impl Share {
             return false;
         };
         let acquire = self.budget.bytes.acquire_many(more);
-        match tokio::time::timeout(self.budget.wait, acquire).await {
+        match tokio::time::timeout(wait, acquire).await {
             Ok(Ok(permit)) => {
                 permit.forget();
                 self.held = wanted;
@@ -101,14 +99,15 @@ mod tests {
     use super::*;
 
     const MIB: usize = 1024 * 1024;
+    const WAIT: Duration = Duration::from_secs(10);
 
     #[tokio::test]
     async fn small_buffers_are_free_and_large_ones_draw_on_the_budget() {
-        let budget = Budget::new(2 * MIB, Duration::from_millis(50));
+        let budget = Budget::new(2 * MIB);
         let mut a = budget.share();
-        assert!(a.hold(FREE_PER_CONNECTION).await);
+        assert!(a.hold(FREE_PER_CONNECTION, WAIT).await);
         assert_eq!(budget.available(), 2 * MIB);
-        assert!(a.hold(FREE_PER_CONNECTION + MIB).await);
+        assert!(a.hold(FREE_PER_CONNECTION + MIB, WAIT).await);
         assert_eq!(budget.available(), MIB);
         a.keep(FREE_PER_CONNECTION + 1024);
         assert_eq!(budget.available(), 2 * MIB - 1024);
@@ -118,11 +117,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_over_the_budget_waits_then_gets_what_another_gives_back() {
-        let budget = Budget::new(MIB, Duration::from_secs(10));
+        let budget = Budget::new(MIB);
         let mut first = budget.share();
-        assert!(first.hold(FREE_PER_CONNECTION + MIB).await);
+        assert!(first.hold(FREE_PER_CONNECTION + MIB, WAIT).await);
         let mut second = budget.share();
-        let waiting = tokio::spawn(async move { second.hold(FREE_PER_CONNECTION + MIB).await });
+        let waiting =
+            tokio::spawn(async move { second.hold(FREE_PER_CONNECTION + MIB, WAIT).await });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "nothing is free yet");
         first.keep(0);
@@ -131,12 +131,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_wait_that_runs_out_keeps_what_was_held() {
-        let budget = Budget::new(MIB, Duration::from_millis(20));
+        let budget = Budget::new(MIB);
         let mut first = budget.share();
-        assert!(first.hold(FREE_PER_CONNECTION + MIB / 2).await);
+        assert!(first.hold(FREE_PER_CONNECTION + MIB / 2, WAIT).await);
         let mut second = budget.share();
-        assert!(second.hold(FREE_PER_CONNECTION + MIB / 4).await);
-        assert!(!second.hold(FREE_PER_CONNECTION + MIB).await);
+        assert!(second.hold(FREE_PER_CONNECTION + MIB / 4, WAIT).await);
+        assert!(
+            !second
+                .hold(FREE_PER_CONNECTION + MIB, Duration::from_millis(20))
+                .await
+        );
         assert_eq!(budget.available(), MIB / 4);
         drop((first, second));
         assert_eq!(budget.available(), MIB);

@@ -76,7 +76,7 @@ pub async fn serve<S: IngestSink>(
     options: ListenerOptions,
     shutdown: CancellationToken,
 ) {
-    let budget = Budget::new(options.max_bytes_in_flight, options.bytes_in_flight_wait);
+    let budget = Budget::new(options.max_bytes_in_flight);
     serve_with_budget(listener, sink, options, budget, shutdown).await;
 }
 
@@ -169,10 +169,13 @@ impl<S: IngestSink> Connection<S> {
         // one (or the end of the connection) within `idle` of the previous answer.
         let mut deadline = deadline_after(self.options.handshake_timeout.min(idle));
         let mut answered = false;
+        // Whether the buffer grew past its first size (for a large message).
+        let mut grown = false;
+        // How long the message arriving has waited for room in the budget.
+        let mut waited = Duration::ZERO;
         let mut eof = false;
         'connection: loop {
             // Answer every frame already buffered, in order.
-            let mut large = false;
             loop {
                 let decoded = if eof {
                     codec.decode_eof(&mut read_buf)
@@ -181,10 +184,7 @@ impl<S: IngestSink> Connection<S> {
                 };
                 let ack = match decoded {
                     Ok(None) => break,
-                    Ok(Some(frame)) => {
-                        large |= frame.len() > FREE_PER_CONNECTION;
-                        self.handle(frame.freeze()).await
-                    }
+                    Ok(Some(frame)) => self.handle(frame.freeze()).await,
                     Err(MllpError::FrameTooLarge {
                         limit,
                         size,
@@ -215,14 +215,16 @@ impl<S: IngestSink> Connection<S> {
                     break 'connection;
                 }
                 answered = true;
+                waited = Duration::ZERO;
                 deadline = deadline_after(idle);
             }
-            if large {
-                // The frames handed on shared the buffer's allocation, which would
-                // stay alive as long as the buffer: start a small one.
-                let mut fresh = BytesMut::with_capacity(READ_CHUNK.max(read_buf.len()));
+            if grown && read_buf.len() <= READ_CHUNK / 2 {
+                // A large message was handed on (sharing the buffer's allocation) or
+                // discarded: start a small buffer, so that allocation goes now.
+                let mut fresh = BytesMut::with_capacity(READ_CHUNK);
                 fresh.extend_from_slice(&read_buf);
                 read_buf = fresh;
+                grown = false;
             }
             // What was answered is given back; the buffer keeps what it holds.
             self.share.keep(read_buf.capacity());
@@ -236,15 +238,22 @@ impl<S: IngestSink> Connection<S> {
                 let grow = len
                     .min((limit + READ_CHUNK).saturating_sub(len))
                     .max(READ_CHUNK);
+                let wait = self.options.bytes_in_flight_wait.saturating_sub(waited);
+                let started = Instant::now();
                 let room = tokio::select! {
-                    room = self.share.hold(read_buf.capacity() + grow) => room,
+                    room = self.share.hold(read_buf.capacity() + grow, wait) => room,
                     () = shutdown.cancelled() => break,
                 };
+                // The hub's own wait is not the sender's: its deadline moves on.
+                waited += started.elapsed();
+                deadline += started.elapsed();
                 if room {
                     read_buf.reserve(grow);
+                    grown |= read_buf.capacity() > 2 * READ_CHUNK;
                 } else if codec.abandon_frame(&mut read_buf) {
                     // Answered `AR` when its end arrives; its bytes are let go now.
                     read_buf = BytesMut::with_capacity(READ_CHUNK);
+                    grown = false;
                     self.share.keep(read_buf.capacity());
                 } else {
                     // Nothing to give up (bytes outside a frame are dropped as read).
@@ -464,7 +473,7 @@ mod tests {
     }
 
     async fn start_with(sink: Arc<FakeSink>, options: ListenerOptions) -> Server {
-        let budget = Budget::new(options.max_bytes_in_flight, options.bytes_in_flight_wait);
+        let budget = Budget::new(options.max_bytes_in_flight);
         start_with_budget(sink, options, budget).await
     }
 
@@ -899,7 +908,7 @@ mod tests {
         options.max_connections_per_peer = 4;
         options.max_bytes_in_flight = 600 * 1024;
         options.bytes_in_flight_wait = Duration::from_millis(300);
-        let budget = Budget::new(options.max_bytes_in_flight, options.bytes_in_flight_wait);
+        let budget = Budget::new(options.max_bytes_in_flight);
         let server = start_with_budget(sink.clone(), options, budget.clone()).await;
 
         // One sender's large message, all but its end: it holds most of the budget.
