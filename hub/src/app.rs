@@ -16,8 +16,7 @@ use crate::delivery::destination::DestinationPolicy;
 use crate::ingest::Ingestor;
 use crate::registry::document::{Change, RegistryDocument};
 use crate::router::Router;
-use crate::store::pg::PgStore;
-use crate::store::{AdminStore, DeliveryFilter, DeliverySummary, StoreError};
+use crate::store::{AdminStore, DeliveryFilter, DeliverySummary, SEAL_BATCH, Store, StoreError};
 
 /// A part of the hub that can run in a process of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -32,20 +31,11 @@ pub enum Role {
     Api,
 }
 
-/// Connects to PostgreSQL and applies migrations.
-pub async fn connect_store(settings: &Settings) -> anyhow::Result<PgStore> {
-    let store = PgStore::connect(
-        &settings.database.url,
-        settings.database.max_connections,
-        settings.database.acquire_timeout,
-    )
-    .await
-    .context("cannot connect to PostgreSQL (database.url / RENKEI__DATABASE__URL)")?;
-    store
-        .migrate()
+/// Opens the store `database.url` names and applies its migrations.
+pub async fn connect_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    crate::store::open(&settings.database)
         .await
-        .context("cannot apply database migrations")?;
-    Ok(store)
+        .context("cannot open the database (database.url / RENKEI__DATABASE__URL)")
 }
 
 /// Connects to RabbitMQ and declares the topology.
@@ -61,7 +51,7 @@ pub async fn run(
     roles: BTreeSet<Role>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = Arc::new(connect_store(&settings).await?);
+    let store = connect_store(&settings).await?;
     let bus: Arc<dyn Bus> = Arc::new(connect_bus(&settings).await?);
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -186,8 +176,7 @@ pub async fn run(
 }
 
 /// Chains pending audit entries every few milliseconds until `shutdown`, then once more.
-async fn seal_audit_until(store: &PgStore, shutdown: &CancellationToken) {
-    use crate::store::pg::SEAL_BATCH;
+async fn seal_audit_until(store: &Arc<dyn Store>, shutdown: &CancellationToken) {
     let full = usize::try_from(SEAL_BATCH).unwrap_or(usize::MAX);
     loop {
         let pause = match store.seal_audit(SEAL_BATCH).await {
@@ -203,7 +192,7 @@ async fn seal_audit_until(store: &PgStore, shutdown: &CancellationToken) {
             () = shutdown.cancelled() => break,
         }
     }
-    if let Err(e) = store.seal_all_audit().await {
+    if let Err(e) = crate::store::seal_all(store.as_ref()).await {
         tracing::warn!(error = %e, "audit entries left to the next sealer");
     }
 }
@@ -213,7 +202,7 @@ async fn seal_audit_until(store: &PgStore, shutdown: &CancellationToken) {
 /// check `renkei admin apply` makes too); refused, the API answers 422 naming each
 /// endpoint. Everything else goes straight to the store.
 struct GuardedAdmin {
-    store: Arc<PgStore>,
+    store: Arc<dyn Store>,
     destinations: DestinationPolicy,
 }
 
@@ -253,8 +242,8 @@ impl AdminStore for GuardedAdmin {
     async fn audit_head(&self) -> Result<(i64, Vec<u8>), StoreError> {
         AdminStore::audit_head(self.store.as_ref()).await
     }
-    async fn seal_audit(&self) -> Result<usize, StoreError> {
-        AdminStore::seal_audit(self.store.as_ref()).await
+    async fn seal_audit(&self, max: i64) -> Result<usize, StoreError> {
+        AdminStore::seal_audit(self.store.as_ref(), max).await
     }
     async fn event(
         &self,

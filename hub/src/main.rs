@@ -11,7 +11,7 @@ use renkei_hub::app::{self, Role};
 use renkei_hub::config::{LogFormat, Settings};
 use renkei_hub::delivery::destination::DestinationPolicy;
 use renkei_hub::registry::document::{ChangeAction, RegistryDocument};
-use renkei_hub::store::{AdminStore, DeliveryFilter};
+use renkei_hub::store::DeliveryFilter;
 use renkei_sdk::Normalizer;
 use tokio_util::sync::CancellationToken;
 
@@ -291,7 +291,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             command: AuditCommand::Verify,
         } => {
             let store = app::connect_store(&settings).await?;
-            let (rows, breaks) = renkei_hub::api::verify_chain(&store).await?;
+            let (rows, breaks) = renkei_hub::api::verify_chain(store.as_ref()).await?;
             if breaks.is_empty() {
                 println!("audit log intact: {rows} rows verified");
                 Ok(ExitCode::SUCCESS)
@@ -412,7 +412,7 @@ async fn deliveries(command: DeliveriesCommand, settings: &Settings) -> anyhow::
         }
         DeliveriesCommand::Replay { ids } => {
             let bus = app::connect_bus(settings).await?;
-            let replayed = renkei_hub::delivery::replay(&store, &bus, &ids, "cli").await?;
+            let replayed = renkei_hub::delivery::replay(store.as_ref(), &bus, &ids, "cli").await?;
             for id in &replayed {
                 println!("replayed {id}");
             }

@@ -233,7 +233,7 @@ pub async fn verify_chain(
 ) -> Result<(u64, Vec<crate::audit::ChainBreak>), StoreError> {
     // Chain what is pending, then read the head: rows appended while verifying are
     // beyond it and ignored.
-    store.seal_audit().await?;
+    crate::store::seal_all(store).await?;
     let (head_seq, head_hash) = store.audit_head().await?;
     let mut verifier = ChainVerifier::default();
     let mut after = 0;

@@ -1,9 +1,21 @@
 //! Persistence behind small traits, one per stage of the flow, so the router, delivery
-//! and API depend on what they need and a second backend (the embedded SQLite default)
-//! can implement the same traits. [`pg::PgStore`] is the PostgreSQL implementation.
+//! and API depend on what they need. Two backends implement every trait: [`pg::PgStore`]
+//! (PostgreSQL, for regions that run several hub processes) and [`sqlite::SqliteStore`]
+//! (one file, the embedded default). [`open`] builds the one the configuration names.
+//!
+//! The rules whose outcome the store records — a resent against a reused message id,
+//! first route wins, per-participant sequence numbers, a delivery finished only once —
+//! live in [`rules`] as plain functions shared by both backends, which hold only the
+//! storage. One contract test suite (`hub/tests/it/store.rs`) runs on each backend.
 
 pub mod batch;
 pub mod pg;
+pub mod rules;
+pub mod sqlite;
+
+pub use rules::seen_claim;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -32,6 +44,77 @@ pub enum StoreError {
     /// retrying the same request will never succeed.
     #[error("the database refuses the data: {0}")]
     Rejected(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        store_error(e)
+    }
+}
+
+/// Maps a driver error to what it means for the caller, the same way for every
+/// backend: a broken constraint is a conflict with what is stored, data the database
+/// cannot hold is refused, a value that does not decode is corruption, and anything
+/// else (connection lost, pool exhausted, database busy) is "try again later".
+pub fn store_error(e: sqlx::Error) -> StoreError {
+    use sqlx::error::ErrorKind;
+    match &e {
+        sqlx::Error::Database(db) => match db.kind() {
+            ErrorKind::UniqueViolation
+            | ErrorKind::ForeignKeyViolation
+            | ErrorKind::CheckViolation => StoreError::Conflict(format!(
+                "{} ({})",
+                db.message(),
+                db.constraint().unwrap_or("constraint")
+            )),
+            ErrorKind::NotNullViolation => StoreError::Rejected(db.message().to_owned()),
+            _ if is_data_fault(db.as_ref()) => StoreError::Rejected(format!(
+                "{} (code {})",
+                db.message(),
+                db.code().as_deref().unwrap_or("unknown")
+            )),
+            _ => StoreError::Unavailable(e.to_string()),
+        },
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+/// Whether the database refused the data itself (each backend says how it tells).
+fn is_data_fault(db: &dyn sqlx::error::DatabaseError) -> bool {
+    if db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
+        pg::is_data_fault(db)
+    } else {
+        sqlite::is_data_fault(db)
+    }
+}
+
+/// Stored data that does not read back.
+pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+/// A stored consent scope.
+pub(crate) fn consent_scope(stored: &str) -> Result<crate::registry::ConsentScope, StoreError> {
+    use crate::registry::ConsentScope;
+    [ConsentScope::Blanket, ConsentScope::Facilities]
+        .into_iter()
+        .find(|scope| scope.as_str() == stored)
+        .ok_or_else(|| corrupt("consents.scope", stored))
+}
+
+/// A stored consent basis.
+pub(crate) fn consent_basis(stored: &str) -> Result<crate::registry::ConsentBasis, StoreError> {
+    use crate::registry::ConsentBasis;
+    [ConsentBasis::Written, ConsentBasis::OralRecorded]
+        .into_iter()
+        .find(|basis| basis.as_str() == stored)
+        .ok_or_else(|| corrupt("consents.basis", stored))
 }
 
 /// An accepted input, about to be published.
@@ -100,54 +183,6 @@ pub struct SeenIngest {
     pub event_type: String,
 }
 
-/// The rule for an input whose (source, message id) was seen before, shared by every
-/// backend.
-///
-/// - The same bytes are a resend: acknowledged again (and published again if the first
-///   was never confirmed to its sender).
-/// - Other bytes after the first was answered `AA` are a reused id: refused, so the
-///   second content is kept as a rejected input instead of vanishing.
-/// - Other bytes while the first was never answered `AA` are a resend only when they
-///   say the same thing (a sender re-stamping MSH-7 on its retry after `AR`): the same
-///   event apart from its id and the raw bytes' hash. Anything else is a reused id too:
-///   the first may still be answered `AA` in a moment (two connections racing), and
-///   taking the second for a resend would acknowledge content that is never published.
-pub fn seen_claim(first: &SeenIngest, record: &IngestRecord) -> IngestClaim {
-    let resend = first.raw_sha256 == record.raw_sha256
-        || (!first.published && same_content(&first.event_json, &record.event_json));
-    match (resend, first.published) {
-        (true, true) => IngestClaim::AlreadyPublished {
-            event_id: first.event_id,
-        },
-        (true, false) => IngestClaim::NotYetPublished {
-            event_id: first.event_id,
-            event_json: first.event_json.clone().into_bytes(),
-            event_type: first.event_type.clone(),
-        },
-        (false, _) => IngestClaim::Reused {
-            event_id: first.event_id,
-        },
-    }
-}
-
-/// Whether two serialised canonical events carry the same content, ignoring what
-/// differs between two copies of one message: the event id and the raw bytes' hash.
-/// Anything unreadable compares unequal (refusing is safe, accepting might lose).
-fn same_content(first: &str, second: &str) -> bool {
-    fn comparable(json: &str) -> Option<serde_json::Value> {
-        let mut value: serde_json::Value = serde_json::from_str(json).ok()?;
-        let object = value.as_object_mut()?;
-        object.remove("id");
-        let origin = object.get_mut("data")?.get_mut("origin")?.as_object_mut()?;
-        origin.remove("raw_sha256");
-        Some(value)
-    }
-    match (comparable(first), comparable(second)) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
-    }
-}
-
 /// A claim whose event the broker confirmed, about to be answered as accepted.
 #[derive(Debug, Clone)]
 pub struct PublishMark {
@@ -171,6 +206,61 @@ pub struct Rejection<'a> {
     pub reason: &'a str,
     /// The bytes as received.
     pub raw: &'a [u8],
+}
+
+/// The audit row of a kept rejection.
+pub(crate) fn rejection_audit(rejection: &Rejection<'_>, id: Uuid, raw_sha256: &str) -> AuditEntry {
+    AuditEntry::new(
+        &format!("adapter:{}", rejection.adapter),
+        "ingest",
+        "rejected",
+    )
+    .detail(serde_json::json!({
+        "rejected_input": id,
+        "peer": rejection.peer,
+        "location": rejection.location,
+        "reason": rejection.reason,
+        "raw_sha256": raw_sha256,
+    }))
+}
+
+/// The audit row of an applied registry document, when anything changed.
+pub(crate) fn registry_audit(actor: &str, changes: &[Change]) -> Option<AuditEntry> {
+    let changed: Vec<String> = changes
+        .iter()
+        .filter(|c| c.action != crate::registry::document::ChangeAction::Unchanged)
+        .map(|c| format!("{c}"))
+        .collect();
+    (!changed.is_empty()).then(|| {
+        AuditEntry::new(actor, "registry.apply", "applied")
+            .detail(serde_json::json!({ "changes": changed }))
+    })
+}
+
+/// The audit row of a new API key.
+pub(crate) fn api_key_audit(id: &str, name: &str) -> AuditEntry {
+    AuditEntry::new("cli", "api_key.create", "created")
+        .detail(serde_json::json!({"key": id, "name": name}))
+}
+
+/// A new API key's id.
+pub(crate) fn new_api_key_id() -> String {
+    format!("key_{}", Uuid::now_v7().simple())
+}
+
+/// The audit row of a replayed delivery.
+pub(crate) fn replay_audit(
+    actor: &str,
+    delivery: Uuid,
+    event: Uuid,
+    participant: &str,
+    patient: Option<&str>,
+) -> AuditEntry {
+    AuditEntry::new(actor, "delivery.replay", "requeued")
+        .event(event)
+        .participant(participant)
+        .patient(patient)
+        .detail(serde_json::json!({ "delivery": delivery }))
 }
 
 /// Ingest-side persistence.
@@ -237,47 +327,17 @@ pub struct RouteCommit {
 /// Router-side persistence.
 #[async_trait]
 pub trait RouteStore: Send + Sync {
-    /// The hub patient id for any of these identifiers.
-    async fn resolve_patient(
-        &self,
-        identifiers: &[Identifier],
-    ) -> Result<Option<String>, StoreError>;
-    /// Subscribers to `event_type` (from `source_facility`), with their care
-    /// relationship to `patient_id`; and the patient's consents.
-    async fn routing_facts(
-        &self,
-        event_type: &str,
-        source_facility: Option<&str>,
-        patient_id: &str,
-    ) -> Result<(Vec<Candidate>, Vec<Consent>), StoreError>;
     /// For several events at once: the patient each is about, that patient's
     /// candidates and consents; one answer per question, in order.
     async fn routing_facts_many(
         &self,
         questions: &[FactsQuestion],
     ) -> Result<Vec<RoutingFacts>, StoreError>;
-    /// Stores the event, its deliveries and one audit row per decision, atomically.
-    /// Idempotent: a second call for the same event id changes nothing and returns the
-    /// unfinished deliveries.
-    async fn commit_route(
-        &self,
-        event: &CanonicalEvent,
-        decisions: &[RouteDecision],
-        audit: Vec<AuditEntry>,
-    ) -> Result<RouteCommit, StoreError> {
-        let request = RouteRequest {
-            event: event.clone(),
-            decisions: decisions.to_vec(),
-            audit,
-        };
-        let mut commits = self.commit_routes(std::slice::from_ref(&request)).await?;
-        commits
-            .pop()
-            .ok_or_else(|| StoreError::Corrupt("no result for a routed event".into()))
-    }
-
-    /// [`commit_route`](Self::commit_route) for several events in one transaction:
-    /// per-participant sequence numbers follow the order of `batch`. One result per
+    /// Stores each event, its deliveries and one audit row per decision, in one
+    /// transaction. Only the first request for an event id routes it
+    /// ([`rules::first_routes`]); a later one (a redelivered message) changes nothing
+    /// and gets the event's unfinished deliveries. Per-participant sequence numbers
+    /// follow the order of `batch` ([`rules::number_deliveries`]). One result per
     /// request, in order.
     async fn commit_routes(&self, batch: &[RouteRequest]) -> Result<Vec<RouteCommit>, StoreError>;
 }
@@ -405,36 +465,13 @@ pub enum NextState {
 /// Delivery-side persistence.
 #[async_trait]
 pub trait DeliveryStore: Send + Sync {
-    /// Loads a delivery with its event, endpoint and the patient's current consents.
-    async fn load_delivery(&self, id: Uuid) -> Result<Option<DeliveryJob>, StoreError> {
-        Ok(self.load_deliveries(&[id]).await?.pop().flatten())
-    }
-    /// [`load_delivery`](Self::load_delivery) for several ids in one read; one answer
-    /// per id, in order.
+    /// Loads deliveries with their event, endpoint and the patient's current consents,
+    /// in one read; one answer per id, in order (`None` for an unknown id).
     async fn load_deliveries(&self, ids: &[Uuid]) -> Result<Vec<Option<DeliveryJob>>, StoreError>;
-    /// Records the attempt (if any), the new state and the audit row, atomically.
-    /// `false` when another copy of the delivery's job finished first (the delivery was
-    /// no longer in flight, or its attempt count had moved on): nothing is recorded, and
-    /// the caller must not schedule anything for it.
-    async fn finish_delivery(
-        &self,
-        id: Uuid,
-        attempt: Option<AttemptRecord>,
-        next: NextState,
-        audit: AuditEntry,
-    ) -> Result<bool, StoreError> {
-        let finished = self
-            .finish_deliveries(&[DeliveryFinish {
-                id,
-                attempt,
-                next,
-                audit,
-            }])
-            .await?;
-        Ok(finished.first().copied().unwrap_or(false))
-    }
-    /// [`finish_delivery`](Self::finish_delivery) for several deliveries in one
-    /// transaction; one answer per request.
+    /// Records each delivery's attempt (if any), its new state and its audit row, in
+    /// one transaction; one answer per request. `false` when another copy of the
+    /// delivery's job finished first ([`rules::may_finish`], [`rules::first_finishes`]):
+    /// nothing is recorded for it, and the caller must not schedule anything for it.
     async fn finish_deliveries(&self, batch: &[DeliveryFinish]) -> Result<Vec<bool>, StoreError>;
     /// Moves dead deliveries back to pending for a replay; returns their ids.
     async fn replay_dead(&self, ids: &[Uuid], actor: &str) -> Result<Vec<Uuid>, StoreError>;
@@ -569,9 +606,9 @@ pub trait AdminStore: Send + Sync {
     async fn audit_rows(&self, after: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError>;
     /// The chain head (last seq and hash).
     async fn audit_head(&self) -> Result<(i64, Vec<u8>), StoreError>;
-    /// Chains every audit entry still pending (see the `audit_pending` migration);
-    /// returns how many.
-    async fn seal_audit(&self) -> Result<usize, StoreError>;
+    /// Chains up to `max` pending audit entries, oldest first (see the `audit_pending`
+    /// migration); returns how many. Sealers in several processes take turns.
+    async fn seal_audit(&self, max: i64) -> Result<usize, StoreError>;
     /// An event by id.
     async fn event(
         &self,
@@ -579,96 +616,48 @@ pub trait AdminStore: Send + Sync {
     ) -> Result<Option<(Option<String>, serde_json::Value)>, StoreError>;
 }
 
+/// Audit entries chained per sealing transaction.
+pub const SEAL_BATCH: i64 = 2000;
+
+/// Seals until nothing is pending (entries committed meanwhile included); returns how
+/// many were chained.
+pub async fn seal_all(store: &(impl AdminStore + ?Sized)) -> Result<usize, StoreError> {
+    let mut total = 0;
+    loop {
+        let n = store.seal_audit(SEAL_BATCH).await?;
+        total += n;
+        if n < usize::try_from(SEAL_BATCH).unwrap_or(usize::MAX) {
+            return Ok(total);
+        }
+    }
+}
+
 /// Every store trait; what `renkei up` wires together.
 pub trait Store: IngestStore + RouteStore + DeliveryStore + AdminStore {}
 impl<T: IngestStore + RouteStore + DeliveryStore + AdminStore> Store for T {}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(patient: &str) -> String {
-        serde_json::json!({
-            "id": Uuid::now_v7(),
-            "type": "inpatient.admitted",
-            "data": {
-                "patient": { "identifiers": [{ "system": "urn:test", "value": patient }] },
-                "origin": { "message_id": "K1", "raw_sha256": format!("sha-of-{patient}-{}", Uuid::now_v7()) }
-            }
-        })
-        .to_string()
-    }
-
-    fn record(raw_sha256: &str, event_json: String) -> IngestRecord {
-        IngestRecord {
-            source_key: "hl7v2|HIS|1319999999".into(),
-            message_id: "K1".into(),
-            event_id: Uuid::now_v7(),
-            event_type: EventType::InpatientAdmitted,
-            raw_sha256: raw_sha256.into(),
-            event_json,
-            raw: bytes::Bytes::new(),
+/// Opens the store `settings.url` names — `postgres://…` or `sqlite://path` — and
+/// applies its pending migrations.
+pub async fn open(
+    settings: &crate::config::DatabaseSettings,
+) -> Result<Arc<dyn Store>, StoreError> {
+    let url = settings.url.as_str();
+    let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
+    match scheme {
+        "postgres" | "postgresql" => {
+            let store =
+                pg::PgStore::connect(url, settings.max_connections, settings.acquire_timeout)
+                    .await?;
+            store.migrate().await?;
+            Ok(Arc::new(store))
         }
-    }
-
-    fn first(published: bool, event_json: String) -> SeenIngest {
-        SeenIngest {
-            event_id: Uuid::now_v7(),
-            raw_sha256: "aaa".into(),
-            published,
-            event_json,
-            event_type: "inpatient.admitted".into(),
+        "sqlite" => {
+            let store = sqlite::SqliteStore::open(url, settings.max_connections).await?;
+            Ok(Arc::new(store))
         }
-    }
-
-    #[test]
-    fn other_content_under_an_id_answered_aa_is_a_reused_id() {
-        let seen = first(true, event("patient-1"));
-        let claim = seen_claim(&seen, &record("bbb", event("patient-2")));
-        assert_eq!(
-            claim,
-            IngestClaim::Reused {
-                event_id: seen.event_id
-            }
-        );
-        // Even the same content with other bytes: the first was answered AA.
-        let claim = seen_claim(&seen, &record("bbb", event("patient-1")));
-        assert!(matches!(claim, IngestClaim::Reused { .. }), "{claim:?}");
-    }
-
-    #[test]
-    fn other_content_under_an_id_not_yet_answered_is_a_reused_id_too() {
-        // The first may be answered AA any moment: taking the second for its resend
-        // would acknowledge content that is never published.
-        let seen = first(false, event("patient-1"));
-        let claim = seen_claim(&seen, &record("bbb", event("patient-2")));
-        assert!(matches!(claim, IngestClaim::Reused { .. }), "{claim:?}");
-    }
-
-    #[test]
-    fn a_resend_is_acknowledged_and_published_again_when_never_answered_aa() {
-        let seen = first(false, event("patient-1"));
-        // The same bytes, or a re-stamped copy that says the same thing.
-        for (sha, json) in [("aaa", event("patient-2")), ("ccc", event("patient-1"))] {
-            let claim = seen_claim(&seen, &record(sha, json));
-            assert!(
-                matches!(&claim, IngestClaim::NotYetPublished { event_id, .. } if *event_id == seen.event_id),
-                "{claim:?}"
-            );
-        }
-        let published = first(true, event("patient-1"));
-        assert_eq!(
-            seen_claim(&published, &record("aaa", event("patient-1"))),
-            IngestClaim::AlreadyPublished {
-                event_id: published.event_id
-            }
-        );
-    }
-
-    #[test]
-    fn unreadable_stored_content_is_never_taken_for_a_resend() {
-        let seen = first(false, "not json".into());
-        let claim = seen_claim(&seen, &record("bbb", event("patient-1")));
-        assert!(matches!(claim, IngestClaim::Reused { .. }), "{claim:?}");
+        _ => Err(StoreError::Unavailable(format!(
+            "database.url: `{scheme}:` is not a database this hub can use; \
+             give `sqlite://<file>` (the embedded default) or `postgres://…`"
+        ))),
     }
 }

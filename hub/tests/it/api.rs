@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use renkei_hub::api::{self, ApiOptions, ApiState};
 use renkei_hub::bus::amqp::AmqpBus;
-use renkei_hub::store::{AdminStore, DeliveryStatus};
+use renkei_hub::store::DeliveryStatus;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -45,7 +45,7 @@ impl Api {
     }
 
     fn router(&self, options: ApiOptions) -> axum::Router {
-        let store = Arc::new(self.db.store.clone());
+        let store = self.db.store.clone();
         api::router(
             ApiState {
                 admin: store.clone(),

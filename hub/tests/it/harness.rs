@@ -1,10 +1,12 @@
-//! Per-test PostgreSQL database and RabbitMQ prefix.
+//! Per-test store (a PostgreSQL database or a SQLite file) and RabbitMQ prefix.
 
 use std::time::Duration;
 
-use renkei_hub::config::BusSettings;
-use renkei_hub::store::pg::PgStore;
-use sqlx::{Connection, Executor, PgConnection};
+use std::sync::Arc;
+
+use renkei_hub::config::{BusSettings, DatabaseSettings};
+use renkei_hub::store::Store;
+use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 
 /// The admin URL of the test PostgreSQL server.
 pub fn database_url() -> String {
@@ -18,44 +20,135 @@ pub fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
-/// A fresh database with the hub's migrations applied; dropped by [`TestDb::drop_db`].
+/// A store backend the contract suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL: a fresh database on the test server.
+    Postgres,
+    /// SQLite: a fresh file in a temporary folder.
+    Sqlite,
+}
+
+/// A fresh store with the hub's migrations applied; removed by [`TestDb::drop_db`].
 pub struct TestDb {
+    pub backend: Backend,
     pub name: String,
     pub url: String,
-    pub store: PgStore,
+    pub store: Arc<dyn Store>,
+    /// The SQLite file's folder, removed on drop.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl TestDb {
+    /// A fresh PostgreSQL database.
     pub async fn new() -> anyhow::Result<Self> {
-        let admin = database_url();
-        let name = format!("it_{}", uuid::Uuid::now_v7().simple());
-        let mut conn = PgConnection::connect(&admin)
-            .await
-            .map_err(|e| anyhow::anyhow!("PostgreSQL is not reachable at {admin}: {e}"))?;
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await?;
-        let url = match admin.rfind('/') {
-            Some(i) => format!("{}/{name}", &admin[..i]),
-            None => anyhow::bail!("RENKEI_TEST_DATABASE_URL has no database path"),
-        };
-        let store = PgStore::connect(&url, 8, Duration::from_secs(10)).await?;
-        store.migrate().await?;
-        Ok(Self { name, url, store })
+        Self::on(Backend::Postgres).await
     }
 
-    /// A raw connection, for tampering and inspection.
-    pub async fn conn(&self) -> anyhow::Result<PgConnection> {
-        Ok(PgConnection::connect(&self.url).await?)
+    /// A fresh store on `backend`, opened through the hub's own factory.
+    pub async fn on(backend: Backend) -> anyhow::Result<Self> {
+        let name = format!("it_{}", uuid::Uuid::now_v7().simple());
+        let (url, dir) = match backend {
+            Backend::Postgres => {
+                let admin = database_url();
+                let mut conn = PgConnection::connect(&admin)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("PostgreSQL is not reachable at {admin}: {e}"))?;
+                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .await?;
+                let url = match admin.rfind('/') {
+                    Some(i) => format!("{}/{name}", &admin[..i]),
+                    None => anyhow::bail!("RENKEI_TEST_DATABASE_URL has no database path"),
+                };
+                (url, None)
+            }
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir()?;
+                let url = format!("sqlite://{}", dir.path().join("renkei.db").display());
+                (url, Some(dir))
+            }
+        };
+        let settings = DatabaseSettings {
+            url: url.clone(),
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(10),
+        };
+        let store = renkei_hub::store::open(&settings).await?;
+        Ok(Self {
+            backend,
+            name,
+            url,
+            store,
+            _dir: dir,
+        })
+    }
+
+    /// Runs one statement on a connection of its own (tampering, inspection).
+    pub async fn execute(&self, sql: &str) -> anyhow::Result<()> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self.backend {
+            Backend::Postgres => {
+                PgConnection::connect(&self.url).await?.execute(sql).await?;
+            }
+            Backend::Sqlite => {
+                SqliteConnection::connect(&self.url)
+                    .await?
+                    .execute(sql)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The one integer a query answers (a count…).
+    pub async fn scalar(&self, sql: &str) -> anyhow::Result<i64> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        Ok(match self.backend {
+            Backend::Postgres => {
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut PgConnection::connect(&self.url).await?)
+                    .await?
+            }
+            Backend::Sqlite => {
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut SqliteConnection::connect(&self.url).await?)
+                    .await?
+            }
+        })
+    }
+
+    /// The integers a query answers, one per row.
+    pub async fn column(&self, sql: &str) -> anyhow::Result<Vec<i64>> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        Ok(match self.backend {
+            Backend::Postgres => {
+                sqlx::query_scalar(sql)
+                    .fetch_all(&mut PgConnection::connect(&self.url).await?)
+                    .await?
+            }
+            Backend::Sqlite => {
+                sqlx::query_scalar(sql)
+                    .fetch_all(&mut SqliteConnection::connect(&self.url).await?)
+                    .await?
+            }
+        })
     }
 
     pub async fn drop_db(self) -> anyhow::Result<()> {
-        self.store.pool().close().await;
-        let mut conn = PgConnection::connect(&database_url()).await?;
-        conn.execute(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .await?;
+        let Self {
+            backend,
+            name,
+            store,
+            ..
+        } = self;
+        drop(store);
+        if backend == Backend::Postgres {
+            let mut conn = PgConnection::connect(&database_url()).await?;
+            conn.execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .await?;
+        }
         Ok(())
     }
 }

@@ -1,12 +1,14 @@
-//! The PostgreSQL store: registry apply, routing commit, audit chain.
+//! The store contract: every case runs on each backend (PostgreSQL and SQLite), through
+//! the hub's own factory, so both keep the same rules.
 
 use renkei_hub::api::verify_chain;
 use renkei_hub::audit::{AuditEntry, ChainBreak};
 use renkei_hub::registry::document::{ChangeAction, RegistryDocument};
-use renkei_hub::store::{AdminStore, RouteStore};
-use sqlx::Executor;
+use renkei_hub::store::{
+    DeliveryFinish, DeliveryStore, FactsQuestion, NextState, RouteDecision, RouteRequest,
+};
 
-use crate::harness::TestDb;
+use crate::harness::{Backend, TestDb};
 
 const REGISTRY: &str = r#"
 [[facilities]]
@@ -64,9 +66,8 @@ fn registry() -> anyhow::Result<RegistryDocument> {
     Ok(doc)
 }
 
-#[tokio::test]
-async fn registry_apply_is_idempotent_and_reports_changes() -> anyhow::Result<()> {
-    let db = TestDb::new().await?;
+async fn registry_apply_is_idempotent_and_reports_changes(backend: Backend) -> anyhow::Result<()> {
+    let db = TestDb::on(backend).await?;
     let doc = registry()?;
     let first = db.store.apply_registry(&doc, "test").await?;
     assert!(
@@ -103,9 +104,8 @@ async fn registry_apply_is_idempotent_and_reports_changes() -> anyhow::Result<()
 
 /// Endpoint URLs with credentials are refused when applied now, but one stored before
 /// that rule is never exported with its password.
-#[tokio::test]
-async fn exported_endpoint_urls_never_show_credentials() -> anyhow::Result<()> {
-    let db = TestDb::new().await?;
+async fn exported_endpoint_urls_never_show_credentials(backend: Backend) -> anyhow::Result<()> {
+    let db = TestDb::on(backend).await?;
     let mut doc = registry()?;
     doc.endpoints[0].url = "https://renkei:hunter2@care.example.jp/hook".into();
     assert!(
@@ -121,10 +121,10 @@ async fn exported_endpoint_urls_never_show_credentials() -> anyhow::Result<()> {
     db.drop_db().await
 }
 
-#[tokio::test]
-async fn identifier_owned_by_another_patient_is_refused_and_nothing_is_applied()
--> anyhow::Result<()> {
-    let db = TestDb::new().await?;
+async fn identifier_owned_by_another_patient_is_refused_and_nothing_is_applied(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let db = TestDb::on(backend).await?;
     db.store.apply_registry(&registry()?, "test").await?;
     let mut doc = RegistryDocument::from_toml(
         r#"
@@ -160,9 +160,10 @@ identifiers = [{ facility = "1319999999", value = "0000482915" }]
     db.drop_db().await
 }
 
-#[tokio::test]
-async fn reference_to_an_undeclared_facility_names_the_resource() -> anyhow::Result<()> {
-    let db = TestDb::new().await?;
+async fn reference_to_an_undeclared_facility_names_the_resource(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let db = TestDb::on(backend).await?;
     let doc = RegistryDocument::from_toml(
         r#"
 [[participants]]
@@ -183,9 +184,10 @@ name = "No such facility"
     db.drop_db().await
 }
 
-#[tokio::test]
-async fn patient_is_resolved_by_any_facility_local_identifier() -> anyhow::Result<()> {
-    let db = TestDb::new().await?;
+async fn patient_is_resolved_by_any_facility_local_identifier(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let db = TestDb::on(backend).await?;
     db.store.apply_registry(&registry()?, "test").await?;
     let known = renkei_sdk::Identifier {
         system: renkei_sdk::local_patient_id_system("1319999999"),
@@ -195,33 +197,42 @@ async fn patient_is_resolved_by_any_facility_local_identifier() -> anyhow::Resul
         system: renkei_sdk::local_patient_id_system("1310000009"),
         value: "0000482915".into(),
     };
+    let ask = |identifier: &renkei_sdk::Identifier, event_type| FactsQuestion {
+        identifiers: vec![identifier.clone()],
+        event_type,
+        source_facility: Some("1319999999".into()),
+    };
+    let facts = db
+        .store
+        .routing_facts_many(&[
+            ask(&known, renkei_sdk::EventType::InpatientAdmitted),
+            ask(
+                &same_value_elsewhere,
+                renkei_sdk::EventType::InpatientAdmitted,
+            ),
+            ask(&known, renkei_sdk::EventType::InpatientTransferred),
+        ])
+        .await?;
+    let [admitted, elsewhere, transferred] = &facts[..] else {
+        anyhow::bail!("one answer per question: {facts:?}");
+    };
+    assert_eq!(admitted.patient.as_deref(), Some("P-1"));
     assert_eq!(
-        db.store.resolve_patient(&[known]).await?.as_deref(),
-        Some("P-1")
-    );
-    assert_eq!(
-        db.store.resolve_patient(&[same_value_elsewhere]).await?,
-        None,
+        elsewhere.patient, None,
         "a local id is only unique within its facility"
     );
-    let (candidates, consents) = db
-        .store
-        .routing_facts("inpatient.admitted", Some("1319999999"), "P-1")
-        .await?;
-    assert_eq!(candidates.len(), 1);
-    assert!(candidates[0].care_relationship.is_some());
-    assert_eq!(consents.len(), 1);
-    let (none, _) = db
-        .store
-        .routing_facts("inpatient.transferred", Some("1319999999"), "P-1")
-        .await?;
+    assert_eq!(admitted.candidates.len(), 1);
+    assert!(admitted.candidates[0].care_relationship.is_some());
+    assert_eq!(admitted.consents.len(), 1);
+    let none = &transferred.candidates;
     assert!(none.is_empty(), "not subscribed to transfers");
     db.drop_db().await
 }
 
-#[tokio::test]
-async fn audit_chain_verifies_and_finds_altered_and_removed_rows() -> anyhow::Result<()> {
-    let db = TestDb::new().await?;
+async fn audit_chain_verifies_and_finds_altered_and_removed_rows(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let db = TestDb::on(backend).await?;
     for n in 0..5 {
         db.store
             .audit(vec![
@@ -230,27 +241,39 @@ async fn audit_chain_verifies_and_finds_altered_and_removed_rows() -> anyhow::Re
             ])
             .await?;
     }
-    let (rows, breaks) = verify_chain(&db.store).await?;
+    let (rows, breaks) = verify_chain(db.store.as_ref()).await?;
     assert_eq!((rows, breaks), (5, vec![]));
 
-    let mut conn = db.conn().await?;
-    let refused = conn
+    let refused = db
         .execute("UPDATE audit_log SET outcome = 'tampered' WHERE seq = 2")
         .await;
     assert!(refused.is_err(), "the log refuses updates");
-    let refused = conn.execute("TRUNCATE audit_log").await;
-    assert!(refused.is_err(), "the log refuses TRUNCATE");
-    let refused = conn.execute("DELETE FROM audit_log WHERE seq = 3").await;
+    if backend == Backend::Postgres {
+        let refused = db.execute("TRUNCATE audit_log").await;
+        assert!(refused.is_err(), "the log refuses TRUNCATE");
+    }
+    let refused = db.execute("DELETE FROM audit_log WHERE seq = 3").await;
     assert!(refused.is_err(), "the log refuses deletes");
-    conn.execute("ALTER TABLE audit_log DISABLE TRIGGER USER")
+    let refused = db.execute("DELETE FROM audit_log").await;
+    assert!(refused.is_err(), "the log refuses being emptied");
+    // Someone with the database's owner rights removes the guards.
+    match backend {
+        Backend::Postgres => {
+            db.execute("ALTER TABLE audit_log DISABLE TRIGGER USER")
+                .await?
+        }
+        Backend::Sqlite => {
+            db.execute("DROP TRIGGER audit_log_no_update").await?;
+            db.execute("DROP TRIGGER audit_log_no_delete").await?;
+        }
+    }
+    db.execute("UPDATE audit_log SET outcome = 'tampered' WHERE seq = 2")
         .await?;
-    conn.execute("UPDATE audit_log SET outcome = 'tampered' WHERE seq = 2")
-        .await?;
-    let (_, breaks) = verify_chain(&db.store).await?;
+    let (_, breaks) = verify_chain(db.store.as_ref()).await?;
     assert_eq!(breaks, vec![ChainBreak::Altered { seq: 2 }]);
 
-    conn.execute("DELETE FROM audit_log WHERE seq = 4").await?;
-    let (_, breaks) = verify_chain(&db.store).await?;
+    db.execute("DELETE FROM audit_log WHERE seq = 4").await?;
+    let (_, breaks) = verify_chain(db.store.as_ref()).await?;
     assert_eq!(
         breaks,
         vec![
@@ -265,8 +288,7 @@ async fn audit_chain_verifies_and_finds_altered_and_removed_rows() -> anyhow::Re
 }
 
 /// The example in `config/` is a document an administrator can apply as it is.
-#[tokio::test]
-async fn example_registry_applies() -> anyhow::Result<()> {
+async fn example_registry_applies(backend: Backend) -> anyhow::Result<()> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../config/registry.example.toml"
@@ -275,7 +297,7 @@ async fn example_registry_applies() -> anyhow::Result<()> {
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     doc.resolve_secrets(|_| Some(secret.to_owned()))?;
     doc.validate()?;
-    let db = TestDb::new().await?;
+    let db = TestDb::on(backend).await?;
     let changes = db.store.apply_registry(&doc, "test").await?;
     assert!(
         changes.iter().all(|c| c.action == ChangeAction::Created),
@@ -310,10 +332,11 @@ fn ingest_about(message_id: &str, raw: &[u8], patient: &str) -> renkei_hub::stor
     }
 }
 
-#[tokio::test]
-async fn a_reused_message_id_with_other_bytes_is_told_apart_from_a_resend() -> anyhow::Result<()> {
-    use renkei_hub::store::{IngestClaim, IngestStore};
-    let db = TestDb::new().await?;
+async fn a_reused_message_id_with_other_bytes_is_told_apart_from_a_resend(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    use renkei_hub::store::IngestClaim;
+    let db = TestDb::on(backend).await?;
     let first = ingest("C1", b"first message");
     let first_id = first.event_id;
     assert_eq!(
@@ -353,13 +376,14 @@ async fn a_reused_message_id_with_other_bytes_is_told_apart_from_a_resend() -> a
     db.drop_db().await
 }
 
+/// PostgreSQL only: SQLite holds any text, NUL included.
 #[tokio::test]
-async fn data_the_database_cannot_hold_is_refused_alone_in_its_batch() -> anyhow::Result<()> {
+async fn data_postgres_cannot_hold_is_refused_alone_in_its_batch() -> anyhow::Result<()> {
     use renkei_hub::store::batch::GroupCommit;
     use renkei_hub::store::{IngestStore, StoreError};
     use std::sync::Arc;
     let db = TestDb::new().await?;
-    let store: Arc<dyn IngestStore> = Arc::new(db.store.clone());
+    let store: Arc<dyn IngestStore> = db.store.clone();
     let claims = GroupCommit::spawn(16, move |batch| {
         let store = store.clone();
         Box::pin(async move { store.claim_ingests(batch).await })
@@ -379,15 +403,40 @@ async fn data_the_database_cannot_hold_is_refused_alone_in_its_batch() -> anyhow
         results[1]
     );
     assert!(results[2].is_ok(), "{:?}", results[2]);
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM ingests")
-        .fetch_one(&mut db.conn().await?)
-        .await?;
+    let stored = db.scalar("SELECT count(*) FROM ingests").await?;
     assert_eq!(stored, 2, "both good records are stored");
     db.drop_db().await
 }
 
 /// The registry applied and one event for P-1 routed to Sakura: the event, the
 /// decision, and the one delivery it made.
+fn route(event: &renkei_sdk::CanonicalEvent, decision: &RouteDecision) -> RouteRequest {
+    RouteRequest {
+        event: event.clone(),
+        decisions: vec![decision.clone()],
+        audit: Vec::new(),
+    }
+}
+
+/// Records one delivery's outcome; `true` when it was recorded.
+async fn finish(
+    store: &dyn DeliveryStore,
+    id: uuid::Uuid,
+    attempt: Option<renkei_hub::store::AttemptRecord>,
+    next: NextState,
+    audit: AuditEntry,
+) -> anyhow::Result<bool> {
+    let finished = store
+        .finish_deliveries(&[DeliveryFinish {
+            id,
+            attempt,
+            next,
+            audit,
+        }])
+        .await?;
+    Ok(finished == [true])
+}
+
 async fn routed_to_sakura(
     db: &TestDb,
 ) -> anyhow::Result<(
@@ -395,7 +444,7 @@ async fn routed_to_sakura(
     renkei_hub::store::RouteDecision,
     uuid::Uuid,
 )> {
-    use renkei_hub::store::{RouteDecision, RouteOutcome};
+    use renkei_hub::store::RouteOutcome;
     db.store.apply_registry(&registry()?, "test").await?;
     let mut event = renkei_sdk::samples::minimal_event();
     event.subject = Some("P-1".into());
@@ -406,8 +455,10 @@ async fn routed_to_sakura(
     };
     let first = db
         .store
-        .commit_route(&event, std::slice::from_ref(&decision), Vec::new())
-        .await?;
+        .commit_routes(&[route(&event, &decision)])
+        .await?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no commit"))?;
     anyhow::ensure!(!first.already_routed, "{first:?}");
     let [delivery] = first.pending_deliveries[..] else {
         anyhow::bail!("one delivery expected: {first:?}");
@@ -415,29 +466,30 @@ async fn routed_to_sakura(
     Ok((event, decision, delivery))
 }
 
-#[tokio::test]
-async fn a_redelivered_event_hands_on_its_unfinished_deliveries_including_waiting_retries()
--> anyhow::Result<()> {
-    use renkei_hub::store::{DeliveryStore, NextState};
-    let db = TestDb::new().await?;
+async fn a_redelivered_event_hands_on_its_unfinished_deliveries_including_waiting_retries(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let db = TestDb::on(backend).await?;
     let (event, decision, delivery) = routed_to_sakura(&db).await?;
     // Its first attempt failed and is waiting for a retry that may never have been
     // parked on the broker (the process died, or the broker refused it).
-    db.store
-        .finish_delivery(
-            delivery,
-            None,
-            NextState::Retry {
-                at: chrono::Utc::now() + chrono::Duration::seconds(30),
-                error: "503".into(),
-            },
-            AuditEntry::new("test", "deliver", "retry"),
-        )
-        .await?;
+    finish(
+        db.store.as_ref(),
+        delivery,
+        None,
+        NextState::Retry {
+            at: chrono::Utc::now() + chrono::Duration::seconds(30),
+            error: "503".into(),
+        },
+        AuditEntry::new("test", "deliver", "retry"),
+    )
+    .await?;
     let again = db
         .store
-        .commit_route(&event, std::slice::from_ref(&decision), Vec::new())
-        .await?;
+        .commit_routes(&[route(&event, &decision)])
+        .await?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no commit"))?;
     assert!(again.already_routed);
     assert_eq!(
         again.pending_deliveries,
@@ -445,27 +497,29 @@ async fn a_redelivered_event_hands_on_its_unfinished_deliveries_including_waitin
         "handed on again, not lost"
     );
     // Finished deliveries are not handed on again.
-    db.store
-        .finish_delivery(
-            delivery,
-            None,
-            NextState::Delivered,
-            AuditEntry::new("test", "deliver", "delivered"),
-        )
-        .await?;
+    finish(
+        db.store.as_ref(),
+        delivery,
+        None,
+        NextState::Delivered,
+        AuditEntry::new("test", "deliver", "delivered"),
+    )
+    .await?;
     let done = db
         .store
-        .commit_route(&event, std::slice::from_ref(&decision), Vec::new())
-        .await?;
+        .commit_routes(&[route(&event, &decision)])
+        .await?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no commit"))?;
     assert!(done.pending_deliveries.is_empty(), "{done:?}");
     db.drop_db().await
 }
 
-#[tokio::test]
-async fn a_duplicate_copy_of_a_delivery_job_finishing_second_records_nothing() -> anyhow::Result<()>
-{
-    use renkei_hub::store::{AttemptRecord, DeliveryStore, NextState};
-    let db = TestDb::new().await?;
+async fn a_duplicate_copy_of_a_delivery_job_finishing_second_records_nothing(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    use renkei_hub::store::AttemptRecord;
+    let db = TestDb::on(backend).await?;
     let (_, _, delivery) = routed_to_sakura(&db).await?;
     let attempt = |n: i32| AttemptRecord {
         attempt: n,
@@ -477,7 +531,8 @@ async fn a_duplicate_copy_of_a_delivery_job_finishing_second_records_nothing() -
     };
     // Attempt `n` failed; a retry is due in 30 s. `true` when it was recorded.
     let finish_attempt = |n: i32| {
-        db.store.finish_delivery(
+        finish(
+            db.store.as_ref(),
             delivery,
             Some(attempt(n)),
             NextState::Retry {
@@ -497,10 +552,40 @@ async fn a_duplicate_copy_of_a_delivery_job_finishing_second_records_nothing() -
     );
     // The next attempt is recorded as usual.
     assert!(finish_attempt(2).await?);
-    let attempts: Vec<i32> =
-        sqlx::query_scalar("SELECT attempt FROM delivery_attempts ORDER BY attempt")
-            .fetch_all(&mut db.conn().await?)
-            .await?;
+    let attempts = db
+        .column("SELECT CAST(attempt AS BIGINT) FROM delivery_attempts ORDER BY attempt")
+        .await?;
     assert_eq!(attempts, vec![1, 2]);
     db.drop_db().await
 }
+
+/// One test per case and backend: `postgres::<case>` and `sqlite::<case>`.
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test]
+            async fn $case() -> anyhow::Result<()> {
+                super::$case(super::Backend::Postgres).await
+            })*
+        }
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $case() -> anyhow::Result<()> {
+                super::$case(super::Backend::Sqlite).await
+            })*
+        }
+    };
+}
+
+contract!(
+    registry_apply_is_idempotent_and_reports_changes,
+    exported_endpoint_urls_never_show_credentials,
+    identifier_owned_by_another_patient_is_refused_and_nothing_is_applied,
+    reference_to_an_undeclared_facility_names_the_resource,
+    patient_is_resolved_by_any_facility_local_identifier,
+    audit_chain_verifies_and_finds_altered_and_removed_rows,
+    example_registry_applies,
+    a_reused_message_id_with_other_bytes_is_told_apart_from_a_resend,
+    a_redelivered_event_hands_on_its_unfinished_deliveries_including_waiting_retries,
+    a_duplicate_copy_of_a_delivery_job_finishing_second_records_nothing,
+);
