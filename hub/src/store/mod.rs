@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod pg;
+mod rows;
 pub mod rules;
 pub mod sqlite;
 

@@ -4,17 +4,12 @@ use async_trait::async_trait;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::super::{
-    AdminStore, DeliveryFilter, DeliveryStatus, DeliverySummary, StoreError, corrupt,
-};
+use super::super::{AdminStore, DeliveryFilter, DeliveryStatus, DeliverySummary, StoreError, rows};
 use super::audit::append_audit;
 use super::{PgStore, consent_from_row};
 use crate::audit::{AuditEntry, AuditRow};
 use crate::registry::document::{Change, ChangeAction, RegistryDocument};
-use crate::registry::{
-    CareRelationship, Endpoint, Facility, Participant, PatientIdentifier, PatientRecord,
-    Subscription,
-};
+use crate::registry::{Endpoint, PatientIdentifier, PatientRecord, Subscription};
 
 /// Maps an upsert's `RETURNING (xmax = 0)` to a change.
 fn change(kind: &'static str, key: String, inserted: Option<bool>) -> Change {
@@ -242,21 +237,13 @@ impl AdminStore for PgStore {
             .fetch_all(&mut *conn)
             .await?
         {
-            doc.facilities.push(Facility {
-                code: row.try_get("code")?,
-                name: row.try_get("name")?,
-                kind: row.try_get("kind")?,
-            });
+            doc.facilities.push(rows::facility(&row)?);
         }
         for row in sqlx::query("SELECT id, facility_code, name FROM participants ORDER BY id")
             .fetch_all(&mut *conn)
             .await?
         {
-            doc.participants.push(Participant {
-                id: row.try_get("id")?,
-                facility: row.try_get("facility_code")?,
-                name: row.try_get("name")?,
-            });
+            doc.participants.push(rows::participant(&row)?);
         }
         for row in sqlx::query(
             "SELECT participant_id, name, url, cardinality(secrets) AS n, enabled FROM endpoints ORDER BY 1, 2",
@@ -317,13 +304,7 @@ impl AdminStore for PgStore {
         .fetch_all(&mut *conn)
         .await?
         {
-            doc.care_relationships.push(CareRelationship {
-                patient: row.try_get("patient_id")?,
-                participant: row.try_get("participant_id")?,
-                role: row.try_get("role")?,
-                valid_from: row.try_get("valid_from")?,
-                valid_until: row.try_get("valid_until")?,
-            });
+            doc.care_relationships.push(rows::care_relationship(&row)?);
         }
         for row in sqlx::query(
             "SELECT id, patient_id, scope, facilities, basis, valid_from, valid_until, withdrawn_at FROM consents ORDER BY id",
@@ -341,7 +322,7 @@ impl AdminStore for PgStore {
         filter: &DeliveryFilter,
     ) -> Result<Vec<DeliverySummary>, StoreError> {
         let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
-        let rows = sqlx::query(
+        let found = sqlx::query(
             "SELECT d.id, d.event_id, e.event_type, d.participant_id, d.endpoint_name, d.sequence, d.status,
                     d.attempts, d.next_attempt_at, d.last_error, d.created_at, d.updated_at
              FROM deliveries d JOIN events e ON e.id = d.event_id
@@ -357,24 +338,7 @@ impl AdminStore for PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(DeliverySummary {
-                    id: row.try_get("id")?,
-                    event_id: row.try_get("event_id")?,
-                    event_type: row.try_get("event_type")?,
-                    participant_id: row.try_get("participant_id")?,
-                    endpoint_name: row.try_get("endpoint_name")?,
-                    sequence: row.try_get("sequence")?,
-                    status: row.try_get("status")?,
-                    attempts: row.try_get("attempts")?,
-                    next_attempt_at: row.try_get("next_attempt_at")?,
-                    last_error: row.try_get("last_error")?,
-                    created_at: row.try_get("created_at")?,
-                    updated_at: row.try_get("updated_at")?,
-                })
-            })
-            .collect()
+        found.iter().map(rows::delivery_summary).collect()
     }
 
     async fn create_api_key(&self, name: &str, key_sha256: &[u8]) -> Result<String, StoreError> {
@@ -410,7 +374,7 @@ impl AdminStore for PgStore {
     }
 
     async fn audit_rows(&self, after: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
-        let rows = sqlx::query(
+        let found = sqlx::query(
             "SELECT seq, at, actor, action, outcome, patient_id, event_id, participant_id, detail::text AS detail,
                     prev_hash, hash
              FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
@@ -419,27 +383,7 @@ impl AdminStore for PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let detail: String = row.try_get("detail")?;
-                Ok(AuditRow {
-                    seq: row.try_get("seq")?,
-                    at: row.try_get("at")?,
-                    entry: AuditEntry {
-                        actor: row.try_get("actor")?,
-                        action: row.try_get("action")?,
-                        outcome: row.try_get("outcome")?,
-                        patient_id: row.try_get("patient_id")?,
-                        event_id: row.try_get("event_id")?,
-                        participant_id: row.try_get("participant_id")?,
-                        detail: serde_json::from_str(&detail)
-                            .map_err(|e| corrupt("audit_log.detail", e))?,
-                    },
-                    prev_hash: row.try_get("prev_hash")?,
-                    hash: row.try_get("hash")?,
-                })
-            })
-            .collect()
+        found.iter().map(rows::audit_row).collect()
     }
 
     async fn seal_audit(&self, max: i64) -> Result<usize, StoreError> {
@@ -463,13 +407,7 @@ impl AdminStore for PgStore {
             .await?;
         match row {
             None => Ok(None),
-            Some(row) => {
-                let body: String = row.try_get("body")?;
-                Ok(Some((
-                    row.try_get("patient_id")?,
-                    serde_json::from_str(&body).map_err(|e| corrupt("events.body", e))?,
-                )))
-            }
+            Some(row) => rows::event(&row).map(Some),
         }
     }
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::{PgConnection, Row};
 
-use super::super::{StoreError, corrupt, seal_all};
+use super::super::{StoreError, rows, seal_all};
 use super::PgStore;
 use crate::audit::{AuditEntry, chain_hash};
 
@@ -104,16 +104,7 @@ impl PgStore {
         for row in &pending {
             let detail: String = row.try_get("detail")?;
             let at: DateTime<Utc> = row.try_get("at")?;
-            let entry = AuditEntry {
-                actor: row.try_get("actor")?,
-                action: row.try_get("action")?,
-                outcome: row.try_get("outcome")?,
-                patient_id: row.try_get("patient_id")?,
-                event_id: row.try_get("event_id")?,
-                participant_id: row.try_get("participant_id")?,
-                detail: serde_json::from_str(&detail)
-                    .map_err(|e| corrupt("audit_pending.detail", e))?,
-            };
+            let entry = rows::audit_entry(row)?;
             seq += 1;
             let hash = chain_hash(&prev, seq, at, &entry);
             ids.push(row.try_get::<i64, _>("id")?);
