@@ -13,6 +13,7 @@
 //! | `P.dlx` / `P.dead` | topic exchange / quorum queue | poison messages, kept for inspection |
 
 pub mod amqp;
+mod consumer;
 pub mod topology;
 
 use std::sync::Arc;
