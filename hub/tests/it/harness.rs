@@ -128,3 +128,27 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A fresh directory holding one test's SQLite database file; removed when dropped.
+pub struct TempDatabase {
+    dir: std::path::PathBuf,
+}
+
+impl TempDatabase {
+    pub fn new() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("renkei-it-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    /// The database file (not created yet).
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.join("renkei.db")
+    }
+}
+
+impl Drop for TempDatabase {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
