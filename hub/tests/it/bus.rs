@@ -188,6 +188,7 @@ on_both_backends!(
     scheduled_retry_returns_to_the_delivery_queue_after_its_delay,
     dead_lettered_message_is_kept_in_the_dead_queue,
     opening_the_bus_again_is_harmless_and_keeps_pending_messages,
+    message_still_requeued_at_shutdown_comes_back_redelivered,
 );
 
 async fn confirmed_event_reaches_the_router_queue_and_requeue_redelivers_it(
@@ -326,6 +327,40 @@ async fn opening_the_bus_again_is_harmless_and_keeps_pending_messages(
     let (body, redelivered) = next(&mut rx, "the pending delivery job").await?;
     assert_eq!(body, pending.to_string().as_bytes());
     assert!(!redelivered, "a message never consumed is not redelivered");
+    shutdown.cancel();
+    consumer.await?;
+    site.remove().await
+}
+
+/// A handler that keeps asking for a requeue holds its message in place until shutdown,
+/// which puts it back for the next consumer, flagged.
+async fn message_still_requeued_at_shutdown_comes_back_redelivered(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let site = Site::new(backend, &[Duration::from_secs(1)])?;
+    let bus = site.open().await?;
+    let (failing, mut failing_rx) = Recorder::new(vec![HandleOutcome::Requeue; 1000]);
+    let shutdown = CancellationToken::new();
+    let consumer = bus.consume(QueueRole::Deliver, 2, failing, &shutdown);
+    let job = Uuid::now_v7();
+    bus.bus().publish_delivery(job).await?;
+    let (_, redelivered) = next(&mut failing_rx, "the job, failing").await?;
+    assert!(!redelivered);
+    shutdown.cancel();
+    consumer.await?;
+
+    let (recorder, mut rx) = Recorder::new(vec![]);
+    let shutdown = CancellationToken::new();
+    let consumer = bus.consume(QueueRole::Deliver, 2, recorder, &shutdown);
+    let (body, redelivered) = next(&mut rx, "the job, after the shutdown").await?;
+    assert_eq!(body, job.to_string().as_bytes());
+    assert!(redelivered, "a requeued message comes back flagged");
+    eventually(
+        "the acked job leaves the queue",
+        Duration::from_secs(10),
+        || async { Ok((bus.depth(QueueRole::Deliver).await? == 0).then_some(())) },
+    )
+    .await?;
     shutdown.cancel();
     consumer.await?;
     site.remove().await
