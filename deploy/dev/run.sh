@@ -11,6 +11,7 @@ cd "$(dirname "$0")/../.."
 bash deploy/dev/services.sh
 
 export RENKEI__DATABASE__URL="${RENKEI__DATABASE__URL:-postgres://postgres:postgres@127.0.0.1:5432/renkei}"
+export RENKEI__BUS__URL="${RENKEI__BUS__URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 database="${RENKEI__DATABASE__URL##*/}"
 database="${database%%\?*}"
 server="${RENKEI__DATABASE__URL%/*}/postgres"

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditEntry, AuditRow};
 use crate::bus::amqp::AmqpBus;
+use crate::bus::embedded::{EmbeddedBus, ProcessLock};
 use crate::bus::{Bus, QueueRole};
 use crate::config::Settings;
 use crate::delivery::DeliveryWorker;
@@ -16,6 +17,7 @@ use crate::delivery::destination::DestinationPolicy;
 use crate::ingest::Ingestor;
 use crate::registry::document::{Change, RegistryDocument};
 use crate::router::Router;
+use crate::store::sqlite::SqliteStore;
 use crate::store::{AdminStore, DeliveryFilter, DeliverySummary, SEAL_BATCH, Store, StoreError};
 
 /// A part of the hub that can run in a process of its own.
@@ -38,6 +40,43 @@ pub async fn connect_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>
         .context("cannot open the database (database.url / RENKEI__DATABASE__URL)")
 }
 
+/// The bus URL that selects the in-process queue.
+pub const EMBEDDED_BUS: &str = "embedded";
+
+/// Opens the store and the bus the configuration names: `bus.url = "embedded"` keeps
+/// the queue in the SQLite database of `database.url`, written through the store's
+/// one writing connection, and holds the file for this process alone.
+pub async fn connect(settings: &Settings) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)> {
+    if settings.bus.url != EMBEDDED_BUS {
+        let store = connect_store(settings).await?;
+        let bus: Arc<dyn Bus> = Arc::new(connect_bus(settings).await?);
+        return Ok((store, bus));
+    }
+    let url = &settings.database.url;
+    if !url.starts_with("sqlite:") {
+        anyhow::bail!(
+            "bus.url = \"embedded\" keeps its queue in the SQLite database, but database.url \
+             is not `sqlite://…`: use both embedded (`sqlite://renkei.db` and `embedded`) or \
+             PostgreSQL with RabbitMQ (`postgres://…` and `amqp://…`)"
+        );
+    }
+    let path = crate::store::sqlite::database_file(url)
+        .context("cannot open the database (database.url / RENKEI__DATABASE__URL)")?;
+    // First, before anything touches the file: a second hub stops here.
+    let lock = ProcessLock::acquire(&path)?;
+    let store = SqliteStore::open(url, settings.database.max_connections)
+        .await
+        .context("cannot open the database (database.url / RENKEI__DATABASE__URL)")?;
+    let bus = EmbeddedBus::with_pool(
+        store.writer().clone(),
+        lock,
+        &settings.delivery.retry_schedule,
+    )
+    .await
+    .context("cannot open the embedded bus (bus.url = \"embedded\")")?;
+    Ok((Arc::new(store), Arc::new(bus)))
+}
+
 /// Connects to RabbitMQ and declares the topology.
 pub async fn connect_bus(settings: &Settings) -> anyhow::Result<AmqpBus> {
     AmqpBus::connect(&settings.bus, &settings.delivery.retry_schedule)
@@ -51,8 +90,7 @@ pub async fn run(
     roles: BTreeSet<Role>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = connect_store(&settings).await?;
-    let bus: Arc<dyn Bus> = Arc::new(connect_bus(&settings).await?);
+    let (store, bus) = connect(&settings).await?;
     let mut tasks = tokio::task::JoinSet::new();
 
     // Built first: with the router in the same process, it takes the router's

@@ -248,6 +248,28 @@ impl Settings {
             key,
             problem: problem.to_owned(),
         };
+        let scheme = |url: &str| url.split_once(':').map_or("", |(s, _)| s).to_owned();
+        let database = scheme(&self.database.url);
+        if !matches!(database.as_str(), "sqlite" | "postgres" | "postgresql") {
+            return Err(invalid(
+                "database.url",
+                "must be `sqlite://<file>` (the embedded default) or `postgres://…`",
+            ));
+        }
+        let embedded_bus = self.bus.url == "embedded";
+        if !embedded_bus && !matches!(scheme(&self.bus.url).as_str(), "amqp" | "amqps") {
+            return Err(invalid(
+                "bus.url",
+                "must be `embedded` (the in-process queue) or `amqp://…` / `amqps://…`",
+            ));
+        }
+        if embedded_bus && database != "sqlite" {
+            return Err(invalid(
+                "bus.url",
+                "`embedded` keeps its queue in the SQLite database, so database.url must be \
+                 `sqlite://…` too; with PostgreSQL, use RabbitMQ (`amqp://…`)",
+            ));
+        }
         if !(0.0..=0.5).contains(&self.delivery.jitter) {
             return Err(invalid("delivery.jitter", "must be between 0.0 and 0.5"));
         }

@@ -4,7 +4,7 @@
 //!
 //! Modules follow the data flow; dependencies point one way:
 //! `config`, `audit`, `registry` → `store`, `bus` → `ingest`, `router`, `delivery` →
-//! `api` → `app` (process wiring) → the `renkei` binary.
+//! `api` → `app` (process wiring) → `demo` → the `renkei` binary.
 
 pub mod api;
 pub mod app;
@@ -12,6 +12,7 @@ pub mod audit;
 pub mod bus;
 pub mod config;
 pub mod delivery;
+pub mod demo;
 pub mod ingest;
 pub mod registry;
 pub mod router;

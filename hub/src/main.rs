@@ -33,6 +33,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// See the whole flow on this machine, with nothing installed: start the hub on the
+    /// embedded default in a temporary folder (whatever database and broker the
+    /// configuration names), apply a sample region, send a hospital's admission,
+    /// transfer and discharge over MLLP, receive them at simulated care offices that
+    /// verify every signature, and print who received what, who was refused and why,
+    /// and the audit log's verdict. Exit 0 when everything went as the region says.
+    Demo {
+        /// Leave the hub running afterwards (until Ctrl-C), with an admin API key
+        /// printed, to explore with the CLI and the API; the folder is kept.
+        #[arg(long)]
+        keep: bool,
+        /// Use this folder (kept afterwards) instead of a new temporary one.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Run the hub: every role in one process, or only those given with --roles.
     Up {
         /// Roles to run, comma-separated. Several processes with different roles can
@@ -159,7 +174,7 @@ fn init_logging(settings: &Settings) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(cli.config.as_deref()) {
+    let mut settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("error: {e}");
@@ -169,6 +184,10 @@ fn main() -> ExitCode {
     if let Command::Normalize { file } = &cli.command {
         // No servers: the configuration only sets what the normaliser accepts.
         return normalize(file, settings.ingest.time_window());
+    }
+    if matches!(cli.command, Command::Demo { .. }) {
+        // The story is the output: the hub's own logs only when something is wrong.
+        settings.log.level = "warn".into();
     }
     init_logging(&settings);
     // One TLS stack: rustls with ring, for the webhook client and amqps.
@@ -261,6 +280,15 @@ async fn send(
 async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
     match command {
         Command::Normalize { .. } => unreachable!("handled before the runtime starts"),
+        Command::Demo { keep, dir } => {
+            let options = renkei_hub::demo::DemoOptions { keep, dir };
+            let ok = renkei_hub::demo::run(settings, options).await?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Up { roles } => {
             let shutdown = CancellationToken::new();
             let signal = shutdown.clone();
@@ -378,7 +406,6 @@ fn declared(doc: &RegistryDocument) -> String {
 }
 
 async fn deliveries(command: DeliveriesCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let store = app::connect_store(settings).await?;
     match command {
         DeliveriesCommand::List {
             event,
@@ -386,6 +413,7 @@ async fn deliveries(command: DeliveriesCommand, settings: &Settings) -> anyhow::
             status,
             limit,
         } => {
+            let store = app::connect_store(settings).await?;
             let filter = DeliveryFilter {
                 event_id: event,
                 participant_id: participant,
@@ -411,8 +439,18 @@ async fn deliveries(command: DeliveriesCommand, settings: &Settings) -> anyhow::
             Ok(ExitCode::SUCCESS)
         }
         DeliveriesCommand::Replay { ids } => {
-            let bus = app::connect_bus(settings).await?;
-            let replayed = renkei_hub::delivery::replay(store.as_ref(), &bus, &ids, "cli").await?;
+            let (store, bus) = app::connect(settings).await.map_err(|e| {
+                if settings.bus.url == app::EMBEDDED_BUS {
+                    e.context(
+                        "with the embedded bus, a running hub holds the queue: replay through \
+                         its admin API (POST /v1/deliveries/replay), or stop it first",
+                    )
+                } else {
+                    e
+                }
+            })?;
+            let replayed =
+                renkei_hub::delivery::replay(store.as_ref(), bus.as_ref(), &ids, "cli").await?;
             for id in &replayed {
                 println!("replayed {id}");
             }

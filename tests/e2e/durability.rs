@@ -4,10 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use uuid::Uuid;
-
 use crate::checks::signed_canonical_event;
-use crate::harness::{Env, Roles};
+use crate::harness::{Backend, Env, Roles};
 use crate::mllp::{MllpClient, conformance, send_accepted, send_until_accepted};
 use crate::receiver::Receiver;
 use crate::registry::single_office;
@@ -15,7 +13,16 @@ use crate::spine::acknowledged;
 
 #[tokio::test]
 async fn accepted_event_survives_hub_kill() -> anyhow::Result<()> {
-    let env = Env::new().await?;
+    accepted_event_survives_a_kill(Backend::Postgres).await
+}
+
+#[tokio::test]
+async fn accepted_event_survives_hub_kill_embedded() -> anyhow::Result<()> {
+    accepted_event_survives_a_kill(Backend::Embedded).await
+}
+
+async fn accepted_event_survives_a_kill(backend: Backend) -> anyhow::Result<()> {
+    let env = Env::on(backend, &[]).await?;
     let receiver = Receiver::start().await?;
     single_office(&env, &receiver).await?;
 
@@ -27,12 +34,10 @@ async fn accepted_event_survives_hub_kill() -> anyhow::Result<()> {
     env.kill_hubs();
     drop(mllp);
 
-    let accepted: Uuid = sqlx::query_scalar("SELECT event_id FROM ingests")
-        .fetch_one(&env.db)
-        .await?;
-    let routed: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&env.db)
-        .await?;
+    let [accepted] = env.uuids("SELECT event_id FROM ingests").await?[..] else {
+        anyhow::bail!("one input accepted");
+    };
+    let routed = env.count("SELECT count(*) FROM events").await?;
     assert_eq!(routed, 0, "nothing was routed before the kill");
 
     env.start_hub(Roles::All).await?;

@@ -1,6 +1,7 @@
 //! One isolated deployment per test: a fresh PostgreSQL database `e2e_<uuid>`, a bus
-//! prefix `e2e-<uuid>` on the shared RabbitMQ, free loopback ports for MLLP and the
-//! admin API, and the real `renkei` binary started as child processes. Dropping the
+//! prefix `e2e-<uuid>` on the shared RabbitMQ — or, on the embedded backend, one SQLite
+//! file in the test's folder and the in-process bus — free loopback ports for MLLP and
+//! the admin API, and the real `renkei` binary started as child processes. Dropping the
 //! [`Env`] kills the processes, drops the database and deletes the prefix's queues and
 //! exchanges, also when the test failed (the hubs' logs are printed to the test's
 //! output, which the runner shows for failed tests).
@@ -15,7 +16,8 @@ use std::time::Duration;
 
 use renkei_hub::bus::amqp::Topology;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, Executor, PgConnection, PgPool};
+use sqlx::sqlite::SqlitePoolOptions;
+use sqlx::{Connection, Executor, PgConnection, PgPool, SqlitePool};
 
 use crate::registry::Registry;
 
@@ -121,8 +123,19 @@ impl fmt::Display for CliOutput {
     }
 }
 
+/// What a deployment keeps its state and its queue in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL and RabbitMQ.
+    Postgres,
+    /// The embedded default: a SQLite file and the in-process bus.
+    Embedded,
+}
+
 /// One test's deployment.
 pub struct Env {
+    /// What it runs on.
+    pub backend: Backend,
     /// The test database's name.
     pub db_name: String,
     /// Its URL.
@@ -133,8 +146,11 @@ pub struct Env {
     pub mllp: SocketAddr,
     /// Where the admin API listens.
     pub api: SocketAddr,
-    /// A pool on the test database, for inspection (and tampering).
+    /// A pool on the test database, for inspection (and tampering); PostgreSQL only
+    /// (on the embedded backend it points nowhere and every query fails).
     pub db: PgPool,
+    /// A pool on the SQLite file (embedded backend only).
+    sqlite: Option<SqlitePool>,
     bin: PathBuf,
     dir: PathBuf,
     extra: Mutex<Vec<(String, String)>>,
@@ -153,6 +169,14 @@ impl Env {
 
     /// A deployment whose hubs also get these `RENKEI__…` variables.
     pub async fn with_settings(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::on(Backend::Postgres, extra).await
+    }
+
+    /// A deployment on `backend` whose hubs also get these `RENKEI__…` variables.
+    pub async fn on(backend: Backend, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        if backend == Backend::Embedded {
+            return Self::embedded(extra);
+        }
         let bin = renkei_bin()?;
         let admin_url = database_url();
         let mut admin = PgConnection::connect(&admin_url).await.map_err(|e| {
@@ -190,6 +214,8 @@ impl Env {
         let dir = std::env::temp_dir().join(format!("renkei-e2e-{id}"));
         // From here on the guard owns what was created, so a failure below cleans up.
         let env = Self {
+            backend,
+            sqlite: None,
             db_name,
             db_url,
             prefix: format!("e2e-{id}"),
@@ -209,6 +235,68 @@ impl Env {
         };
         std::fs::create_dir_all(&env.dir)?;
         Ok(env)
+    }
+
+    /// A deployment on the embedded backend: nothing but the binary and a folder.
+    fn embedded(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let bin = renkei_bin()?;
+        let (mllp, api) = (free_addr()?, free_addr()?);
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let dir = std::env::temp_dir().join(format!("renkei-e2e-{id}"));
+        std::fs::create_dir_all(&dir)?;
+        let db_url = format!("sqlite://{}", dir.join("renkei.db").display());
+        let sqlite = SqlitePoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(DEADLINE)
+            .connect_lazy(&db_url)?;
+        Ok(Self {
+            backend: Backend::Embedded,
+            db_name: String::new(),
+            db_url,
+            prefix: format!("e2e-{id}"),
+            mllp,
+            api,
+            db: PgPoolOptions::new()
+                .connect_lazy("postgres://the-embedded-backend-has-no-postgresql.invalid/none")?,
+            sqlite: Some(sqlite),
+            bin,
+            dir,
+            extra: Mutex::new(
+                extra
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            hubs: Mutex::new(Vec::new()),
+            files: Mutex::new(0),
+        })
+    }
+
+    /// The integer one query answers, on either backend (portable SQL only).
+    pub async fn count(&self, sql: &str) -> anyhow::Result<i64> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        Ok(match &self.sqlite {
+            Some(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
+            None => sqlx::query_scalar(sql).fetch_one(&self.db).await?,
+        })
+    }
+
+    /// The text column a query answers, one per row, on either backend.
+    pub async fn strings(&self, sql: &str) -> anyhow::Result<Vec<String>> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        Ok(match &self.sqlite {
+            Some(pool) => sqlx::query_scalar(sql).fetch_all(pool).await?,
+            None => sqlx::query_scalar(sql).fetch_all(&self.db).await?,
+        })
+    }
+
+    /// The id column a query answers, one per row, on either backend.
+    pub async fn uuids(&self, sql: &str) -> anyhow::Result<Vec<uuid::Uuid>> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        Ok(match &self.sqlite {
+            Some(pool) => sqlx::query_scalar(sql).fetch_all(pool).await?,
+            None => sqlx::query_scalar(sql).fetch_all(&self.db).await?,
+        })
     }
 
     /// The bus topology the hubs declare (for cleanup and inspection).
@@ -243,7 +331,13 @@ impl Env {
         command
             .env("RENKEI__DATABASE__URL", &self.db_url)
             .env("RENKEI__DATABASE__MAX_CONNECTIONS", "8")
-            .env("RENKEI__BUS__URL", amqp_url())
+            .env(
+                "RENKEI__BUS__URL",
+                match self.backend {
+                    Backend::Postgres => amqp_url(),
+                    Backend::Embedded => "embedded".into(),
+                },
+            )
             .env("RENKEI__BUS__PREFIX", &self.prefix)
             .env("RENKEI__MLLP__LISTEN", self.mllp.to_string())
             .env("RENKEI__API__LISTEN", self.api.to_string())
@@ -430,6 +524,10 @@ impl Drop for Env {
         self.kill_hubs();
         // Shown only when the test fails (the runner captures a passing test's output).
         eprintln!("hub logs of {}:\n{}", self.prefix, self.hub_logs());
+        if self.backend == Backend::Embedded {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return;
+        }
         // Async cleanup on a runtime of its own: the test's runtime may be unwinding.
         let db_name = self.db_name.clone();
         let topology = self.topology();

@@ -5,7 +5,7 @@
 use sqlx::Row;
 
 use crate::checks::signed_canonical_event;
-use crate::harness::{Env, Roles};
+use crate::harness::{Backend, Env, Roles};
 use crate::mllp::{MllpClient, conformance, control_id, send_accepted, with_control_id};
 use crate::receiver::{Received, Receiver};
 use crate::registry::{HOSPITAL, LOCAL_PATIENT_ID, OFFICE, Office, PATIENT, Registry};
@@ -42,13 +42,26 @@ pub async fn one_office_after_an_admission(env: &Env) -> anyhow::Result<(Receive
 
 #[tokio::test]
 async fn adt_feed_reaches_consented_care_office_as_signed_webhooks() -> anyhow::Result<()> {
+    adt_feed_reaches_consented_care_office(Backend::Postgres).await
+}
+
+#[tokio::test]
+async fn adt_feed_reaches_consented_care_office_as_signed_webhooks_embedded() -> anyhow::Result<()>
+{
+    adt_feed_reaches_consented_care_office(Backend::Embedded).await
+}
+
+async fn adt_feed_reaches_consented_care_office(backend: Backend) -> anyhow::Result<()> {
     // One event routed and one webhook sent at a time, so that the feed's order is the
     // order of the per-participant sequence and of arrival (with concurrency the hub
     // promises sequence numbers, not arrival order).
-    let env = Env::with_settings(&[
-        ("RENKEI__ROUTER__CONCURRENCY", "1"),
-        ("RENKEI__DELIVERY__CONCURRENCY", "1"),
-    ])
+    let env = Env::on(
+        backend,
+        &[
+            ("RENKEI__ROUTER__CONCURRENCY", "1"),
+            ("RENKEI__DELIVERY__CONCURRENCY", "1"),
+        ],
+    )
     .await?;
     let (a, b, c) = (
         Receiver::start().await?,
@@ -113,15 +126,12 @@ async fn adt_feed_reaches_consented_care_office_as_signed_webhooks() -> anyhow::
     // Wait until every decision about the three events is committed: three route
     // decisions each (A, B, C) and A's three deliveries finished.
     env.eventually("all routing decisions and A's deliveries recorded", || async {
-        let decided: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'route'")
-                .fetch_one(&env.db)
-                .await?;
-        let delivered: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM deliveries WHERE participant_id = 'office-a' AND status = 'delivered'",
-        )
-        .fetch_one(&env.db)
-        .await?;
+        let decided = env
+            .count("SELECT count(*) FROM audit_log WHERE action = 'route'")
+            .await?;
+        let delivered = env
+            .count("SELECT count(*) FROM deliveries WHERE participant_id = 'office-a' AND status = 'delivered'")
+            .await?;
         Ok((decided >= 9 && delivered == 3).then_some(()))
     })
     .await?;
@@ -160,30 +170,25 @@ async fn adt_feed_reaches_consented_care_office_as_signed_webhooks() -> anyhow::
     assert!(b.requests().is_empty(), "B is not covered by consent");
     assert!(c.requests().is_empty(), "C has no care relationship");
 
-    let decisions: Vec<(String, String, i64)> = sqlx::query(
-        "SELECT participant_id, outcome, count(*) AS n FROM audit_log
-         WHERE action = 'route' AND patient_id = $1
-         GROUP BY 1, 2 ORDER BY 1, 2",
-    )
-    .bind(PATIENT)
-    .fetch_all(&env.db)
-    .await?
-    .iter()
-    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-    .collect::<Result<_, sqlx::Error>>()?;
+    let decisions = env
+        .strings(&format!(
+            "SELECT participant_id || ' ' || outcome || ' ' || count(*) FROM audit_log
+             WHERE action = 'route' AND patient_id = '{PATIENT}'
+             GROUP BY participant_id, outcome ORDER BY participant_id, outcome"
+        ))
+        .await?;
     assert_eq!(
         decisions,
-        vec![
-            ("office-a".into(), "delivered".into(), 3),
-            ("office-b".into(), "denied_by_consent".into(), 3),
-            ("office-c".into(), "no_care_relationship".into(), 3),
+        [
+            "office-a delivered 3",
+            "office-b denied_by_consent 3",
+            "office-c no_care_relationship 3",
         ]
     );
-    let recipients: Vec<String> =
-        sqlx::query_scalar("SELECT DISTINCT participant_id FROM deliveries")
-            .fetch_all(&env.db)
-            .await?;
-    assert_eq!(recipients, vec!["office-a".to_owned()]);
+    let recipients = env
+        .strings("SELECT DISTINCT participant_id FROM deliveries")
+        .await?;
+    assert_eq!(recipients, ["office-a"]);
 
     let verify = env.renkei(&["audit", "verify"]).await?;
     assert!(verify.status.success(), "audit verify: {verify}");

@@ -21,6 +21,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::consumer::{self, Delivered};
 use super::{Bus, BusError, HandleOutcome, MessageHandler, QueueRole, retry_bucket};
 use crate::config::BusSettings;
 
@@ -85,6 +86,46 @@ impl Topology {
 
 fn long_string(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
+}
+
+/// A message from a consuming channel; settled on that channel.
+struct AmqpDelivery<'a> {
+    delivery: lapin::message::Delivery,
+    channel: &'a Channel,
+}
+
+impl Delivered for AmqpDelivery<'_> {
+    fn body(&self) -> &[u8] {
+        &self.delivery.data
+    }
+
+    fn redelivered(&self) -> bool {
+        self.delivery.redelivered
+    }
+
+    fn channel_alive(&self) -> bool {
+        self.channel.status().connected()
+    }
+
+    async fn settle(self, outcome: HandleOutcome) -> Result<(), String> {
+        let result = match outcome {
+            HandleOutcome::Ack => self.delivery.ack(BasicAckOptions::default()).await,
+            HandleOutcome::Requeue => {
+                self.delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await
+            }
+            HandleOutcome::DeadLetter => {
+                self.delivery
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await
+            }
+        };
+        result.map(drop).map_err(|e| e.to_string())
+    }
 }
 
 /// A connection with its confirm-mode publishing channel.
@@ -267,54 +308,19 @@ impl AmqpBus {
             .map_err(unreachable)?;
         tracing::info!(queue, "consuming");
         let channel_ref = &channel;
-        consumer
-            .take_until(shutdown.cancelled())
-            .for_each_concurrent(concurrency, |delivery| async move {
-                let delivery = match delivery {
-                    Ok(delivery) => delivery,
-                    Err(e) => {
-                        tracing::warn!(queue, error = %e, "consumer error");
-                        return;
-                    }
-                };
-                let mut outcome = handler.handle(&delivery.data, delivery.redelivered).await;
-                // A handler asks for a requeue when the store or the broker cannot take
-                // its result now. Retrying in place, with growing pauses, keeps the
-                // message here instead of bouncing it through the queue: every bounce
-                // counts towards the queue's delivery limit, and an outage of a minute
-                // would otherwise dead-letter messages that were already acknowledged
-                // to their senders.
-                let mut pauses = transient_backoff();
-                // A message whose channel is gone will be redelivered anyway.
-                while outcome == HandleOutcome::Requeue && channel_ref.status().connected() {
-                    let pause = pauses.next().unwrap_or(Duration::from_secs(30));
-                    tracing::warn!(queue, retry_in = ?pause, "could not finish a message; retrying it in place");
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        () = shutdown.cancelled() => break,
-                    }
-                    outcome = handler.handle(&delivery.data, true).await;
+        let deliveries = consumer.filter_map(|delivery| async move {
+            match delivery {
+                Ok(delivery) => Some(AmqpDelivery {
+                    delivery,
+                    channel: channel_ref,
+                }),
+                Err(e) => {
+                    tracing::warn!(queue, error = %e, "consumer error");
+                    None
                 }
-                let result = match outcome {
-                    HandleOutcome::Ack => delivery.ack(BasicAckOptions::default()).await,
-                    HandleOutcome::Requeue => {
-                        delivery
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                ..BasicNackOptions::default()
-                            })
-                            .await
-                    }
-                    HandleOutcome::DeadLetter => {
-                        delivery.reject(BasicRejectOptions { requeue: false }).await
-                    }
-                };
-                if let Err(e) = result {
-                    // The broker will redeliver it; handlers are idempotent.
-                    tracing::warn!(queue, error = %e, "could not settle a message; it will be redelivered");
-                }
-            })
-            .await;
+            }
+        });
+        consumer::run(queue, deliveries, concurrency, handler, shutdown).await;
         if shutdown.is_cancelled() {
             let _ = channel.close(200, "shutdown".into()).await;
             return Ok(());
@@ -413,17 +419,6 @@ impl Bus for AmqpBus {
             }
         }
     }
-}
-
-/// Pauses between in-place retries of a message whose handler could not finish:
-/// 200 ms doubling to 30 s, jittered, forever.
-fn transient_backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(30))
-        .with_jitter()
-        .without_max_times()
-        .build()
 }
 
 /// Reconnect delays: 100 ms doubling to 10 s, jittered, forever.

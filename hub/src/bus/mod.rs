@@ -1,7 +1,16 @@
 //! The event bus behind a small trait: publish with a confirm, consume with explicit
-//! acknowledgement. [`amqp::AmqpBus`] is the RabbitMQ implementation.
+//! acknowledgement, at least once. Two backends keep the same contract:
 //!
-//! Topology (every name carries the configured prefix `P`):
+//! - [`amqp::AmqpBus`], RabbitMQ, for several hub processes sharing one broker (with
+//!   PostgreSQL as their store);
+//! - [`embedded::EmbeddedBus`], an in-process durable queue in a SQLite file, for a
+//!   single hub process that needs no broker (see that module for its tables).
+//!
+//! Both hand consumed messages to the same loop (`consumer.rs`): bounded concurrency,
+//! in-place retries while the handler asks for a requeue, then ack, requeue or
+//! dead-letter.
+//!
+//! RabbitMQ topology (every name carries the configured prefix `P`):
 //!
 //! | name | kind | purpose |
 //! |---|---|---|
@@ -13,8 +22,11 @@
 //! | `P.dlx` / `P.dead` | topic exchange / quorum queue | poison messages, kept for inspection |
 
 pub mod amqp;
+mod consumer;
+pub mod embedded;
 pub mod topology;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +34,8 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// A bus failure; every one means "not done, try again later".
+/// A bus failure. Every one met while running means "not done, try again later";
+/// [`BusError::InUse`] only happens when opening, and needs an operator.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     /// No connection to the broker.
@@ -34,6 +47,30 @@ pub enum BusError {
     /// Declaring the topology failed (e.g. an existing queue with other arguments).
     #[error("cannot declare the broker topology: {0}")]
     Topology(String),
+    /// The embedded bus's SQLite database failed (cannot open, disk full, corrupt…).
+    #[error("the embedded bus's database failed: {0}")]
+    Storage(String),
+    /// Another hub process (or another bus in this one) already has this embedded
+    /// bus's database open.
+    #[error(
+        "the embedded bus keeps its queue in {}, which {} already uses; several hub processes need `bus.url = \"amqp://…\"` and PostgreSQL",
+        database.display(),
+        holder_name(*holder)
+    )]
+    InUse {
+        /// The SQLite database file.
+        database: PathBuf,
+        /// The process holding it, when it wrote its id into the lock file.
+        holder: Option<u32>,
+    },
+}
+
+fn holder_name(holder: Option<u32>) -> String {
+    match holder {
+        Some(pid) if pid == std::process::id() => format!("this hub process ({pid}) itself"),
+        Some(pid) => format!("hub process {pid}"),
+        None => "another hub process".to_owned(),
+    }
 }
 
 /// The queues the hub consumes.
@@ -81,8 +118,9 @@ pub trait Bus: Send + Sync + 'static {
     /// workers as one message, confirmed: one broker round trip instead of one each.
     /// The body is the ids, comma-separated ([`delivery_ids`] reads it).
     async fn publish_deliveries(&self, delivery_ids: &[Uuid]) -> Result<(), BusError>;
-    /// Schedules a delivery's next attempt after `delay`, confirmed. The wait is the
-    /// shortest retry queue not shorter than `delay` (capped at the longest).
+    /// Schedules a delivery's next attempt after `delay`, confirmed. On RabbitMQ the
+    /// wait is the shortest retry queue not shorter than `delay` (capped at the
+    /// longest); the embedded bus waits exactly `delay`.
     async fn schedule_retry(&self, delivery_id: Uuid, delay: Duration) -> Result<(), BusError>;
     /// Consumes `queue` until `shutdown`, reconnecting after broker failures, with at
     /// most `concurrency` messages in the handler at once.

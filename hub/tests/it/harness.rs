@@ -221,3 +221,21 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A fresh directory holding one test's SQLite database file; removed when dropped.
+pub struct TempDatabase {
+    dir: tempfile::TempDir,
+}
+
+impl TempDatabase {
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            dir: tempfile::tempdir()?,
+        })
+    }
+
+    /// The database file (not created yet).
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("renkei.db")
+    }
+}

@@ -52,27 +52,38 @@ pub(super) fn is_data_fault(db: &dyn sqlx::error::DatabaseError) -> bool {
         .is_some_and(|code| matches!(code & 0xff, 18 | 20 | 25))
 }
 
+/// The options of a database URL (`sqlite://path` or `sqlite:path`).
+fn url_options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
+    SqliteConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Unavailable(format!("bad database URL `{url}`: {e}")))
+}
+
+/// The file a database URL names, with its folder created if missing.
+pub fn database_file(url: &str) -> Result<PathBuf, StoreError> {
+    let path = url_options(url)?.get_filename().to_path_buf();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot create the folder of {}: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    Ok(path)
+}
+
 impl SqliteStore {
     /// Opens (creating it if missing) the database file `url` names (`sqlite://path`
     /// or `sqlite:path`), applies pending migrations, and keeps at most
     /// `max_connections` readers.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Unavailable(format!("bad database URL `{url}`: {e}")))?
+        let path = database_file(url)?;
+        let options = url_options(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        let path = options.get_filename().to_path_buf();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot create the folder of {}: {e}",
-                    path.display()
-                ))
-            })?;
-        }
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
