@@ -153,6 +153,15 @@ enum DeliveriesCommand {
 enum AuditCommand {
     /// Check the hash chain; exit 1 and name every altered or removed row if broken.
     Verify,
+    /// When a region moves to another database (from the embedded SQLite file to
+    /// PostgreSQL, say): verify the old database's audit chain and record its head (row
+    /// count, last seq and hash) as an entry of this database's chain, so the archived
+    /// old log stays tied to the new one. Refuses a broken old chain (exit 1).
+    Anchor {
+        /// The old database's URL (`sqlite://…` or `postgres://…`).
+        #[arg(long)]
+        from: String,
+    },
 }
 
 fn init_logging(settings: &Settings) {
@@ -316,6 +325,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
         Command::Admin { command } => admin(command, &settings).await,
         Command::Deliveries { command } => deliveries(command, &settings).await,
         Command::Audit {
+            command: AuditCommand::Anchor { from },
+        } => anchor(&settings, &from).await,
+        Command::Audit {
             command: AuditCommand::Verify,
         } => {
             let store = app::connect_store(&settings).await?;
@@ -403,6 +415,49 @@ fn declared(doc: &RegistryDocument) -> String {
         count(doc.consents.len(), "consent", "consents"),
     ]
     .join(", ")
+}
+
+/// `renkei audit anchor --from URL`.
+async fn anchor(settings: &Settings, from: &str) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        from != settings.database.url,
+        "--from names the database this hub is configured with; give the old one"
+    );
+    let shown = renkei_hub::registry::masked_url(from);
+    let old_settings = renkei_hub::config::DatabaseSettings {
+        url: from.to_owned(),
+        ..settings.database.clone()
+    };
+    let old = renkei_hub::store::open(&old_settings)
+        .await
+        .with_context(|| format!("cannot open the old database {shown}"))?;
+    let (rows, breaks) = renkei_hub::api::verify_chain(old.as_ref()).await?;
+    if !breaks.is_empty() {
+        for b in &breaks {
+            println!("BROKEN: {b}");
+        }
+        println!("not anchored: the audit log of {shown} is not intact");
+        return Ok(ExitCode::FAILURE);
+    }
+    let (seq, hash) = old.audit_head().await?;
+    let hash = hex::encode(hash);
+    let store = app::connect_store(settings).await?;
+    store
+        .audit(vec![
+            renkei_hub::audit::AuditEntry::new("cli", "audit.anchor", "anchored").detail(
+                serde_json::json!({
+                    "previous_database": shown,
+                    "previous_rows": rows,
+                    "previous_head_seq": seq,
+                    "previous_head_hash": hash,
+                }),
+            ),
+        ])
+        .await?;
+    println!(
+        "anchored: this database's audit log now records the chain of {shown} ({rows} rows, head seq {seq}, hash {hash})"
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn deliveries(command: DeliveriesCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
