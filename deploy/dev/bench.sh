@@ -8,11 +8,16 @@
 #   bash deploy/dev/bench.sh --json                   # one JSON document
 #   bash deploy/dev/bench.sh --history 1000000        # after a long history
 #   bash deploy/dev/bench.sh --skip-broker --large-messages 250   # peak RSS, 1 MB messages
-# It creates its own database and bus prefix and removes them afterwards.
+#   bash deploy/dev/bench.sh --embedded --rate 200     # on the embedded default (no servers)
+# It creates its own database and bus prefix (or, with --embedded, a SQLite file in a
+# temporary folder) and removes them afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-bash deploy/dev/services.sh
+case " $* " in
+  *" --embedded "*) ;;                # SQLite + the in-process bus: no servers needed
+  *) bash deploy/dev/services.sh ;;
+esac
 
 export RENKEI_TEST_DATABASE_URL="${RENKEI_TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
 export RENKEI_TEST_AMQP_URL="${RENKEI_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"

@@ -263,13 +263,9 @@ impl Settings {
                 "must be `embedded` (the in-process queue) or `amqp://…` / `amqps://…`",
             ));
         }
-        if embedded_bus && database != "sqlite" {
-            return Err(invalid(
-                "bus.url",
-                "`embedded` keeps its queue in the SQLite database, so database.url must be \
-                 `sqlite://…` too; with PostgreSQL, use RabbitMQ (`amqp://…`)",
-            ));
-        }
+        // The embedded bus with PostgreSQL is refused when the bus is opened
+        // (`app::connect`), not here: commands that use only the database
+        // (`admin apply`, `audit verify`…) need not name a bus.
         if !(0.0..=0.5).contains(&self.delivery.jitter) {
             return Err(invalid("delivery.jitter", "must be between 0.0 and 0.5"));
         }
@@ -349,6 +345,37 @@ mod tests {
             "1900-01-01"
         );
         Ok(())
+    }
+
+    #[test]
+    fn the_embedded_default_is_what_nothing_configured_means() -> Result<(), ConfigError> {
+        let settings = Settings::load(None)?;
+        assert_eq!(settings.database.url, "sqlite://renkei.db");
+        assert_eq!(settings.bus.url, "embedded");
+        Ok(())
+    }
+
+    #[test]
+    fn database_and_bus_urls_of_no_known_kind_are_refused_naming_the_key() {
+        let dir = std::env::temp_dir().join(format!("renkei-cfg-urls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        for (file, text, key) in [
+            (
+                "db.toml",
+                "[database]\nurl = \"mysql://x/y\"\n",
+                "database.url",
+            ),
+            ("bus.toml", "[bus]\nurl = \"nats://x\"\n", "bus.url"),
+        ] {
+            let path = dir.join(file);
+            std::fs::write(&path, text).ok();
+            let err = Settings::load(Some(&path)).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains(key)),
+                "{key}: {err:?}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

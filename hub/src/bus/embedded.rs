@@ -72,6 +72,8 @@ use uuid::Uuid;
 use super::consumer::{self, Delivered};
 use super::topology::{DELIVER_KEY, DELIVERY_LIMIT};
 use super::{Bus, BusError, HandleOutcome, MessageHandler, QueueRole};
+use crate::store::StoreError;
+use crate::store::batch::GroupCommit;
 
 /// How long a statement waits for another connection's write to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -218,6 +220,8 @@ pub struct DeadLetter {
 /// The embedded bus (see the module documentation).
 pub struct EmbeddedBus {
     pool: SqlitePool,
+    /// Publishes and acks of concurrent callers, committed together (one fsync).
+    writes: GroupCommit<BusWrite, ()>,
     route_ready: Notify,
     deliver_ready: Notify,
     lock: ProcessLock,
@@ -268,8 +272,16 @@ impl EmbeddedBus {
             .execute(&pool)
             .await
             .map_err(storage("cannot create the bus tables"))?;
+        let writes = GroupCommit::spawn(WRITE_BATCH, {
+            let pool = pool.clone();
+            move |batch: &[BusWrite]| {
+                let pool = pool.clone();
+                Box::pin(async move { write_all(&pool, batch).await })
+            }
+        });
         let bus = Self {
             pool,
+            writes,
             route_ready: Notify::new(),
             deliver_ready: Notify::new(),
             lock,
@@ -381,19 +393,17 @@ impl EmbeddedBus {
     ) -> Result<(), BusError> {
         let now = now_ms();
         let not_before = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-        sqlx::query(
-            "INSERT INTO bus_messages (queue, message_id, routing_key, body, published_at, not_before)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .bind(queue_name(queue))
-        .bind(message_id)
-        .bind(routing_key)
-        .bind(body)
-        .bind(now)
-        .bind(not_before)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| BusError::NotConfirmed(format!("cannot store the message: {e}")))?;
+        self.writes
+            .submit(BusWrite::Enqueue {
+                queue: queue_name(queue),
+                message_id: message_id.to_owned(),
+                routing_key: routing_key.to_owned(),
+                body: body.to_vec(),
+                published_at: now,
+                not_before,
+            })
+            .await
+            .map_err(|e| BusError::NotConfirmed(format!("cannot store the message: {e}")))?;
         self.ready(queue).notify_waiters();
         Ok(())
     }
@@ -461,13 +471,13 @@ impl EmbeddedBus {
     }
 
     async fn ack(&self, seq: i64, lease: &str) -> Result<(), BusError> {
-        sqlx::query("DELETE FROM bus_messages WHERE seq = ?1 AND lease = ?2")
-            .bind(seq)
-            .bind(lease)
-            .execute(&self.pool)
+        self.writes
+            .submit(BusWrite::Ack {
+                seq,
+                lease: lease.to_owned(),
+            })
             .await
-            .map_err(storage("cannot ack a message"))?;
-        Ok(())
+            .map_err(|e| BusError::Storage(format!("cannot ack a message: {e}")))
     }
 
     async fn requeue(&self, queue: QueueRole, seq: i64, lease: &str) -> Result<(), BusError> {
@@ -556,6 +566,78 @@ async fn check_pool(pool: &SqlitePool, lock: &ProcessLock) -> Result<(), BusErro
         )));
     }
     Ok(())
+}
+
+/// Publishes and acks committed per transaction at most.
+const WRITE_BATCH: usize = 256;
+
+/// A write of the hot path, committed with whatever else is waiting.
+enum BusWrite {
+    /// A publish.
+    Enqueue {
+        queue: &'static str,
+        message_id: String,
+        routing_key: String,
+        body: Vec<u8>,
+        published_at: i64,
+        not_before: i64,
+    },
+    /// An ack: the message is done.
+    Ack { seq: i64, lease: String },
+}
+
+/// Commits a batch of writes in one transaction, one statement per kind: each
+/// statement is a round trip to the connection's thread.
+async fn write_all(pool: &SqlitePool, batch: &[BusWrite]) -> Result<Vec<()>, StoreError> {
+    let mut publishes = Vec::new();
+    let mut acks = Vec::new();
+    for write in batch {
+        match write {
+            BusWrite::Enqueue { .. } => publishes.push(write),
+            BusWrite::Ack { seq, lease } => acks.push((*seq, lease.as_str())),
+        }
+    }
+    let mut tx = pool.begin().await?;
+    if !publishes.is_empty() {
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO bus_messages (queue, message_id, routing_key, body, published_at, not_before) ",
+        );
+        insert.push_values(publishes, |mut row, write| {
+            if let BusWrite::Enqueue {
+                queue,
+                message_id,
+                routing_key,
+                body,
+                published_at,
+                not_before,
+            } = write
+            {
+                row.push_bind(*queue)
+                    .push_bind(message_id)
+                    .push_bind(routing_key)
+                    .push_bind(body)
+                    .push_bind(published_at)
+                    .push_bind(not_before);
+            }
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    if !acks.is_empty() {
+        let mut delete =
+            sqlx::QueryBuilder::new("DELETE FROM bus_messages WHERE (seq, lease) IN (VALUES ");
+        let mut pairs = delete.separated(", ");
+        for (seq, lease) in acks {
+            pairs.push("(");
+            pairs.push_bind_unseparated(seq);
+            pairs.push_unseparated(", ");
+            pairs.push_bind_unseparated(lease);
+            pairs.push_unseparated(")");
+        }
+        delete.push(")");
+        delete.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(vec![(); batch.len()])
 }
 
 fn storage(what: &'static str) -> impl Fn(sqlx::Error) -> BusError {

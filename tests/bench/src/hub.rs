@@ -48,6 +48,8 @@ pub struct Hub {
     database: String,
     amqp_url: String,
     prefix: String,
+    /// The embedded default's folder (`--embedded`), removed on drop.
+    embedded: Option<tempfile::TempDir>,
 }
 
 fn free_port() -> anyhow::Result<SocketAddr> {
@@ -73,21 +75,33 @@ impl Hub {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let database = format!("bench_{id}");
         let prefix = format!("bench-{id}");
-        let mut admin = PgConnection::connect(&args.database_url)
-            .await
-            .map_err(|e| anyhow::anyhow!("PostgreSQL is not reachable: {e}"))?;
-        admin
-            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
-            .await?;
+        let embedded = if args.embedded {
+            Some(tempfile::Builder::new().prefix("renkei-bench-").tempdir()?)
+        } else {
+            let mut admin = PgConnection::connect(&args.database_url)
+                .await
+                .map_err(|e| anyhow::anyhow!("PostgreSQL is not reachable: {e}"))?;
+            admin
+                .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+                .await?;
+            None
+        };
+        let (db_url, bus_url) = match &embedded {
+            Some(dir) => (
+                format!("sqlite://{}", dir.path().join("renkei.db").display()),
+                "embedded".to_owned(),
+            ),
+            None => (
+                database_url(&args.database_url, &database)?,
+                args.amqp_url.clone(),
+            ),
+        };
         let (mllp, api) = (free_port()?, free_port()?);
         let mut command = Command::new(&args.hub_bin);
         command
             .arg("up")
-            .env(
-                "RENKEI__DATABASE__URL",
-                database_url(&args.database_url, &database)?,
-            )
-            .env("RENKEI__BUS__URL", &args.amqp_url)
+            .env("RENKEI__DATABASE__URL", &db_url)
+            .env("RENKEI__BUS__URL", &bus_url)
             .env("RENKEI__BUS__PREFIX", &prefix)
             .env("RENKEI__MLLP__LISTEN", mllp.to_string())
             .env("RENKEI__API__LISTEN", api.to_string())
@@ -112,6 +126,7 @@ impl Hub {
             database,
             amqp_url: args.amqp_url.clone(),
             prefix,
+            embedded,
         };
         if let Err(e) = hub.ready(args, receivers).await {
             hub.stop().await;
@@ -137,10 +152,7 @@ impl Hub {
         let applied = Command::new(&args.hub_bin)
             .args(["admin", "apply", "-f"])
             .arg(&file)
-            .env(
-                "RENKEI__DATABASE__URL",
-                database_url(&args.database_url, &self.database)?,
-            )
+            .env("RENKEI__DATABASE__URL", self.database_url()?)
             .env("RENKEI__LOG__LEVEL", "warn")
             // The receivers listen on loopback, which webhooks may not reach by default.
             .env("RENKEI__DELIVERY__ALLOWED_DESTINATIONS", "127.0.0.0/8,::1")
@@ -173,12 +185,27 @@ impl Hub {
         Ok(())
     }
 
+    /// The hub's database.
+    fn database_url(&self) -> anyhow::Result<String> {
+        match &self.embedded {
+            Some(dir) => Ok(format!(
+                "sqlite://{}",
+                dir.path().join("renkei.db").display()
+            )),
+            None => database_url(&self.server_url, &self.database),
+        }
+    }
+
     async fn connect(&self) -> anyhow::Result<PgConnection> {
         Ok(PgConnection::connect(&database_url(&self.server_url, &self.database)?).await?)
     }
 
-    /// PostgreSQL's counters for the hub's tables, summed.
+    /// PostgreSQL's counters for the hub's tables, summed (none on the embedded
+    /// default).
     pub async fn table_reads(&self) -> anyhow::Result<TableReads> {
+        if self.embedded.is_some() {
+            return Ok(TableReads::default());
+        }
         let mut conn = self.connect().await?;
         let mut reads = TableReads::default();
         for row in sqlx::query(TABLE_READS_SQL).fetch_all(&mut conn).await? {
@@ -201,6 +228,9 @@ impl Hub {
         before: &TableReads,
         attempts: usize,
     ) -> anyhow::Result<TableReads> {
+        if self.embedded.is_some() {
+            return Ok(TableReads::default());
+        }
         let wanted = i64::try_from(attempts)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -258,6 +288,10 @@ impl Hub {
     }
 
     async fn cleanup(&self) -> anyhow::Result<()> {
+        if self.embedded.is_some() {
+            // The folder goes with `self.embedded`.
+            return Ok(());
+        }
         let mut admin = PgConnection::connect(&self.server_url).await?;
         admin
             .execute(sqlx::AssertSqlSafe(format!(

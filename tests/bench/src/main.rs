@@ -73,6 +73,10 @@ pub struct Args {
     /// Skip the raw-broker baseline.
     #[arg(long)]
     pub skip_broker: bool,
+    /// Run the hub on the embedded default (a SQLite file in a temporary folder and
+    /// the in-process bus) instead of PostgreSQL and RabbitMQ; no raw-broker baseline.
+    #[arg(long)]
+    pub embedded: bool,
     /// The hub binary.
     #[arg(long, env = "RENKEI_BIN", default_value = "target/release/renkei")]
     pub hub_bin: PathBuf,
@@ -118,6 +122,10 @@ impl Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    anyhow::ensure!(
+        !(args.embedded && args.history > 0),
+        "--history writes PostgreSQL history; it cannot be combined with --embedded"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -166,7 +174,7 @@ async fn run_large(args: &Args) -> anyhow::Result<large::LargeResult> {
 
 async fn run(args: &Args) -> anyhow::Result<report::Report> {
     let sample = load::sample_event_bytes(args.patients)?;
-    let broker = if args.skip_broker {
+    let broker = if args.skip_broker || args.embedded {
         None
     } else {
         eprintln!(

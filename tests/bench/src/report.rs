@@ -62,7 +62,9 @@ pub struct Report {
     hub_cpu_seconds: f64,
     hub_peak_rss_bytes: u64,
     history: usize,
-    database_reads: TableReads,
+    /// `None` on the embedded default (SQLite keeps no such counters).
+    database_reads: Option<TableReads>,
+    backend: &'static str,
 }
 
 impl Report {
@@ -93,16 +95,21 @@ impl Report {
             hub_cpu_seconds,
             hub_peak_rss_bytes,
             history: args.history,
-            database_reads,
+            database_reads: (!args.embedded).then_some(database_reads),
+            backend: if args.embedded {
+                "embedded (SQLite file + in-process bus)"
+            } else {
+                "PostgreSQL + RabbitMQ"
+            },
         }
     }
 
     /// PostgreSQL rows read per accepted event: (by sequential scans, through indexes).
-    fn rows_read_per_event(&self) -> (f64, f64) {
+    fn rows_read_per_event(&self, reads: &TableReads) -> (f64, f64) {
         let events = self.load.accepted.max(1) as f64;
         (
-            self.database_reads.sequential_rows as f64 / events,
-            self.database_reads.index_rows as f64 / events,
+            reads.sequential_rows as f64 / events,
+            reads.index_rows as f64 / events,
         )
     }
 
@@ -152,12 +159,13 @@ impl Report {
                 "peak_rss_bytes": self.hub_peak_rss_bytes,
                 "cpu_ms_per_event": self.hub_cpu_seconds * 1e3 / self.load.accepted.max(1) as f64,
             },
-            "postgresql": {
+            "backend": self.backend,
+            "postgresql": self.database_reads.as_ref().map(|reads| json!({
                 "history_events": self.history,
-                "rows_read_sequentially_per_event": self.rows_read_per_event().0,
-                "rows_read_by_index_per_event": self.rows_read_per_event().1,
-                "sequential_scans": self.database_reads.sequential_scans,
-            },
+                "rows_read_sequentially_per_event": self.rows_read_per_event(reads).0,
+                "rows_read_by_index_per_event": self.rows_read_per_event(reads).1,
+                "sequential_scans": reads.sequential_scans,
+            })),
             "hub_to_raw_broker_ratio": self.ratio(),
         })
     }
@@ -171,6 +179,7 @@ impl Report {
             "mode                      {} ({} senders, {}-byte events)",
             self.mode, self.senders, self.event_bytes
         );
+        let _ = writeln!(out, "backend                   {}", self.backend);
         if let Some(b) = &self.broker {
             let _ = writeln!(
                 out,
@@ -226,14 +235,16 @@ impl Report {
             "hub peak RSS              {:>9.1} MB",
             self.hub_peak_rss_bytes as f64 / 1_048_576.0
         );
-        let (sequential, index) = self.rows_read_per_event();
-        let _ = writeln!(
-            out,
-            "PostgreSQL rows read      {:>9.1} per event  ({sequential:.1} sequentially in {} scans, {index:.1} by index; history {} events)",
-            sequential + index,
-            self.database_reads.sequential_scans,
-            self.history
-        );
+        if let Some(reads) = &self.database_reads {
+            let (sequential, index) = self.rows_read_per_event(reads);
+            let _ = writeln!(
+                out,
+                "PostgreSQL rows read      {:>9.1} per event  ({sequential:.1} sequentially in {} scans, {index:.1} by index; history {} events)",
+                sequential + index,
+                reads.sequential_scans,
+                self.history
+            );
+        }
         if let Some(ratio) = self.ratio() {
             let _ = writeln!(out, "hub events/s ÷ raw broker {ratio:>9.3}");
         }

@@ -3,7 +3,7 @@
 //! commit (or not) with it, and nothing waits to be sealed.
 
 use chrono::{SubsecRound, Utc};
-use sqlx::{Row, SqliteConnection};
+use sqlx::{QueryBuilder, Row, SqliteConnection};
 
 use super::super::StoreError;
 use crate::audit::{AuditEntry, chain_hash};
@@ -23,28 +23,32 @@ pub(super) async fn append_audit(
     let mut prev: Vec<u8> = head.try_get("hash")?;
     // The same precision as PostgreSQL keeps, so a chain reads back the same anywhere.
     let at = Utc::now().trunc_subsecs(6);
+    let mut rows = Vec::with_capacity(entries.len());
     for entry in entries {
         seq += 1;
         let hash = chain_hash(&prev, seq, at, &entry);
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, actor, action, outcome, patient_id, event_id, participant_id, detail, prev_hash, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(seq)
-        .bind(at)
-        .bind(&entry.actor)
-        .bind(&entry.action)
-        .bind(&entry.outcome)
-        .bind(&entry.patient_id)
-        .bind(entry.event_id)
-        .bind(&entry.participant_id)
-        .bind(entry.detail.to_string())
-        .bind(&prev)
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await?;
-        prev = hash;
+        let prev_hash = std::mem::replace(&mut prev, hash.clone());
+        rows.push((seq, entry, prev_hash, hash));
     }
+    // One statement for the batch: each statement is a round trip to the connection's
+    // thread, which costs more than SQLite's own work.
+    let mut insert = QueryBuilder::new(
+        "INSERT INTO audit_log (seq, at, actor, action, outcome, patient_id, event_id, participant_id, detail, prev_hash, hash) ",
+    );
+    insert.push_values(&rows, |mut row, (seq, entry, prev_hash, hash)| {
+        row.push_bind(*seq)
+            .push_bind(at)
+            .push_bind(&entry.actor)
+            .push_bind(&entry.action)
+            .push_bind(&entry.outcome)
+            .push_bind(&entry.patient_id)
+            .push_bind(entry.event_id)
+            .push_bind(&entry.participant_id)
+            .push_bind(entry.detail.to_string())
+            .push_bind(prev_hash)
+            .push_bind(hash);
+    });
+    insert.build().execute(&mut *conn).await?;
     sqlx::query("UPDATE audit_head SET seq = ?, hash = ?")
         .bind(seq)
         .bind(&prev)

@@ -4,40 +4,48 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::super::{
     IngestClaim, IngestRecord, IngestStore, PublishMark, Rejection, SeenIngest, StoreError,
     seen_claim,
 };
-use super::SqliteStore;
 use super::audit::append_audit;
+use super::{SqliteStore, push_list};
 
 #[async_trait]
 impl IngestStore for SqliteStore {
     async fn claim_ingests(&self, batch: &[IngestRecord]) -> Result<Vec<IngestClaim>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = Utc::now();
         let mut tx = self.begin().await?;
+        let mut insert = QueryBuilder::new(
+            "INSERT INTO ingests (source_key, message_id, event_id, event_type, raw_sha256, raw, event, received_at) ",
+        );
+        insert.push_values(batch, |mut row, r| {
+            row.push_bind(&r.source_key)
+                .push_bind(&r.message_id)
+                .push_bind(r.event_id)
+                .push_bind(r.event_type.as_str())
+                .push_bind(&r.raw_sha256)
+                .push_bind(r.raw.as_ref())
+                .push_bind(&r.event_json)
+                .push_bind(now);
+        });
+        insert.push(" ON CONFLICT (source_key, message_id) DO NOTHING RETURNING event_id");
+        let inserted: HashSet<Uuid> = insert
+            .build()
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get("event_id"))
+            .collect::<Result<_, _>>()?;
         let mut claims = Vec::with_capacity(batch.len());
         for record in batch {
-            let inserted = sqlx::query(
-                "INSERT INTO ingests (source_key, message_id, event_id, event_type, raw_sha256, raw, event, received_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (source_key, message_id) DO NOTHING",
-            )
-            .bind(&record.source_key)
-            .bind(&record.message_id)
-            .bind(record.event_id)
-            .bind(record.event_type.as_str())
-            .bind(&record.raw_sha256)
-            .bind(record.raw.as_ref())
-            .bind(&record.event_json)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 1 {
+            if inserted.contains(&record.event_id) {
                 claims.push(IngestClaim::New);
                 continue;
             }
@@ -64,24 +72,29 @@ impl IngestStore for SqliteStore {
     }
 
     async fn mark_published(&self, marks: &[PublishMark]) -> Result<(), StoreError> {
-        let now = Utc::now();
-        let mut tx = self.begin().await?;
-        // One acceptance per claim, however many copies were confirmed.
-        let mut accepted = Vec::new();
-        let mut audited = HashSet::new();
-        for mark in marks {
-            let marked = sqlx::query(
-                "UPDATE ingests SET published_at = ? WHERE event_id = ? AND published_at IS NULL",
-            )
-            .bind(now)
-            .bind(mark.event_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if marked == 1 && audited.insert(mark.event_id) {
-                accepted.push(mark.audit.clone());
-            }
+        if marks.is_empty() {
+            return Ok(());
         }
+        let mut tx = self.begin().await?;
+        let mut update = QueryBuilder::new("UPDATE ingests SET published_at = ");
+        update.push_bind(Utc::now());
+        update.push(" WHERE published_at IS NULL AND event_id IN ");
+        push_list(&mut update, marks.iter().map(|m| m.event_id));
+        update.push(" RETURNING event_id");
+        let marked: HashSet<Uuid> = update
+            .build()
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get("event_id"))
+            .collect::<Result<_, _>>()?;
+        // One acceptance per claim, however many copies were confirmed.
+        let mut audited = HashSet::new();
+        let accepted: Vec<_> = marks
+            .iter()
+            .filter(|m| marked.contains(&m.event_id) && audited.insert(m.event_id))
+            .map(|m| m.audit.clone())
+            .collect();
         append_audit(&mut tx, accepted).await?;
         tx.commit().await?;
         Ok(())

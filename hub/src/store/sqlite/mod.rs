@@ -23,7 +23,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, SqliteConnection, Transaction};
+use sqlx::{QueryBuilder, Row, SqliteConnection, Transaction};
 
 use super::{StoreError, corrupt};
 use crate::registry::Consent;
@@ -123,6 +123,19 @@ impl SqliteStore {
 
 fn open_error(path: &Path, e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
+}
+
+/// Appends `(?, ?, …)` binding each item: a list for `IN`.
+fn push_list<T>(query: &mut QueryBuilder<sqlx::Sqlite>, items: impl IntoIterator<Item = T>)
+where
+    T: for<'t> sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    query.push("(");
+    let mut list = query.separated(", ");
+    for item in items {
+        list.push_bind(item);
+    }
+    query.push(")");
 }
 
 /// A JSON array column as a list of strings.

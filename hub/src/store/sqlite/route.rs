@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{NaiveDate, Utc};
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::super::{
@@ -105,27 +105,30 @@ impl RouteStore for SqliteStore {
         let mut tx = self.begin().await?;
 
         // The events; an id already stored was routed before (a redelivery).
-        let mut inserted = HashSet::with_capacity(batch.len());
-        for r in batch {
-            let body = serde_json::to_string(&r.event).map_err(|e| corrupt("event", e))?;
-            let stored = sqlx::query(
-                "INSERT INTO events (id, event_type, source, time, patient_id, body, routed_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(r.event.id)
-            .bind(r.event.event_type.as_str())
-            .bind(&r.event.source)
-            .bind(r.event.time)
-            .bind(r.event.subject.as_deref())
-            .bind(body)
-            .bind(now)
-            .execute(&mut *tx)
+        let bodies = batch
+            .iter()
+            .map(|r| serde_json::to_string(&r.event).map_err(|e| corrupt("event", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut insert = QueryBuilder::new(
+            "INSERT INTO events (id, event_type, source, time, patient_id, body, routed_at) ",
+        );
+        insert.push_values(batch.iter().zip(&bodies), |mut row, (r, body)| {
+            row.push_bind(r.event.id)
+                .push_bind(r.event.event_type.as_str())
+                .push_bind(&r.event.source)
+                .push_bind(r.event.time)
+                .push_bind(r.event.subject.as_deref())
+                .push_bind(body)
+                .push_bind(now);
+        });
+        insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        let inserted: HashSet<Uuid> = insert
+            .build()
+            .fetch_all(&mut *tx)
             .await?
-            .rows_affected();
-            if stored == 1 {
-                inserted.insert(r.event.id);
-            }
-        }
+            .iter()
+            .map(|row| row.try_get("id"))
+            .collect::<Result<_, _>>()?;
         let (new, routed) = rules::first_routes(batch, &inserted);
 
         // Sequence numbers: each participant's counter moves once per batch (the write
@@ -151,20 +154,21 @@ impl RouteStore for SqliteStore {
             mut commits,
             audit,
         } = rules::number_deliveries(batch, &new, next)?;
-        for d in &deliveries {
-            sqlx::query(
-                "INSERT INTO deliveries (id, event_id, participant_id, endpoint_name, sequence, status, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
-            )
-            .bind(d.id)
-            .bind(d.event_id)
-            .bind(&d.participant_id)
-            .bind(&d.endpoint_name)
-            .bind(d.sequence)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        if !deliveries.is_empty() {
+            let mut insert = QueryBuilder::new(
+                "INSERT INTO deliveries (id, event_id, participant_id, endpoint_name, sequence, status, created_at, updated_at) ",
+            );
+            insert.push_values(&deliveries, |mut row, d| {
+                row.push_bind(d.id)
+                    .push_bind(d.event_id)
+                    .push_bind(&d.participant_id)
+                    .push_bind(&d.endpoint_name)
+                    .push_bind(d.sequence)
+                    .push_bind("pending")
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            insert.build().execute(&mut *tx).await?;
         }
 
         // Redeliveries: hand on again whatever is unfinished.
