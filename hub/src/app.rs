@@ -64,9 +64,13 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<(Arc<dyn Store>, Arc
         .context("cannot open the database (database.url / RENKEI__DATABASE__URL)")?;
     // First, before anything touches the file: a second hub stops here.
     let lock = ProcessLock::acquire(&path)?;
-    let store = SqliteStore::open(url, settings.database.max_connections)
-        .await
-        .context("cannot open the database (database.url / RENKEI__DATABASE__URL)")?;
+    let store = SqliteStore::open(
+        url,
+        settings.database.max_connections,
+        settings.database.acquire_timeout,
+    )
+    .await
+    .context("cannot open the database (database.url / RENKEI__DATABASE__URL)")?;
     let bus = EmbeddedBus::with_pool(
         store.writer().clone(),
         lock,

@@ -51,7 +51,8 @@ enum Command {
     /// Run the hub: every role in one process, or only those given with --roles.
     Up {
         /// Roles to run, comma-separated. Several processes with different roles can
-        /// share one broker and one database.
+        /// share one broker and one database (RabbitMQ and PostgreSQL; the embedded
+        /// default serves one process).
         #[arg(
             long,
             value_delimiter = ',',
@@ -330,10 +331,14 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify,
         } => {
+            existing_database(&settings.database.url)?;
             let store = app::connect_store(&settings).await?;
             let (rows, breaks) = renkei_hub::api::verify_chain(store.as_ref()).await?;
             if breaks.is_empty() {
-                println!("audit log intact: {rows} rows verified");
+                println!(
+                    "audit log intact: {rows} row{} verified",
+                    if rows == 1 { "" } else { "s" }
+                );
                 Ok(ExitCode::SUCCESS)
             } else {
                 for b in &breaks {
@@ -417,12 +422,41 @@ fn declared(doc: &RegistryDocument) -> String {
     .join(", ")
 }
 
+/// Refuses a SQLite database file that does not exist (a mistyped path would
+/// otherwise be created, and verify as an empty log).
+fn existing_database(url: &str) -> anyhow::Result<()> {
+    if url.starts_with("sqlite:") {
+        let path = renkei_hub::store::sqlite::database_path(url)?;
+        anyhow::ensure!(
+            path.is_file(),
+            "there is no database at {} ({url})",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Whether two database URLs name the same database (SQLite: the same file).
+fn same_database(a: &str, b: &str) -> bool {
+    let file = |url: &str| {
+        renkei_hub::store::sqlite::database_path(url)
+            .ok()
+            .and_then(|p| std::fs::canonicalize(p).ok())
+    };
+    a == b
+        || (a.starts_with("sqlite:")
+            && b.starts_with("sqlite:")
+            && file(a).is_some()
+            && file(a) == file(b))
+}
+
 /// `renkei audit anchor --from URL`.
 async fn anchor(settings: &Settings, from: &str) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
-        from != settings.database.url,
+        !same_database(from, &settings.database.url),
         "--from names the database this hub is configured with; give the old one"
     );
+    existing_database(from)?;
     let shown = renkei_hub::registry::masked_url(from);
     let old_settings = renkei_hub::config::DatabaseSettings {
         url: from.to_owned(),
@@ -495,7 +529,10 @@ async fn deliveries(command: DeliveriesCommand, settings: &Settings) -> anyhow::
         }
         DeliveriesCommand::Replay { ids } => {
             let (store, bus) = app::connect(settings).await.map_err(|e| {
-                if settings.bus.url == app::EMBEDDED_BUS {
+                if matches!(
+                    e.downcast_ref::<renkei_hub::bus::BusError>(),
+                    Some(renkei_hub::bus::BusError::InUse { .. })
+                ) {
                     e.context(
                         "with the embedded bus, a running hub holds the queue: replay through \
                          its admin API (POST /v1/deliveries/replay), or stop it first",

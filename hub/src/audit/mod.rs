@@ -18,7 +18,7 @@ pub const GENESIS_HASH: [u8; 32] = [0; 32];
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEntry {
     /// Who acted: `adapter:<name>` (e.g. `adapter:mllp`), `router`, `delivery`,
-    /// `admin:<key id>`, `cli`.
+    /// `admin:<key id>`, `cli`, `demo` (`renkei demo`'s sample region).
     pub actor: String,
     /// What was done, with the outcomes each action records:
     /// - `ingest`: `accepted`, or `rejected` for an input that could not be normalised
@@ -29,6 +29,8 @@ pub struct AuditEntry {
     /// - `registry.apply`: `applied`;
     /// - `delivery.replay`: `requeued`;
     /// - `api_key.create`: `created`;
+    /// - `audit.anchor`: `anchored` (another database's verified chain head, recorded
+    ///   by `renkei audit anchor` when a region moves);
     /// - `read`: `registry` or `event` (what was read).
     pub action: String,
     /// How it ended; see `action` for the values of each action.

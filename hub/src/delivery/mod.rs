@@ -506,7 +506,7 @@ pub enum ReplayError {
     Store(#[from] crate::store::StoreError),
     /// The broker failed part-way; the rest are dead again and can be replayed later.
     #[error(
-        "the broker is unreachable ({error}); {} deliveries were queued, the others are still dead: replay them again later",
+        "the bus cannot take them now ({error}); {} deliveries were queued, the others are still dead: replay them again later",
         queued.len()
     )]
     Broker {

@@ -103,6 +103,12 @@ pub async fn run(settings: Settings, options: DemoOptions) -> anyhow::Result<boo
     let started = Instant::now();
     let (dir, temporary) = match &options.dir {
         Some(dir) => {
+            // The story's messages would be resends there: acknowledged, not routed.
+            anyhow::ensure!(
+                !dir.join("renkei.db").exists(),
+                "{} holds an earlier demo's database; give a new or empty folder",
+                dir.display()
+            );
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             (dir.clone(), None)
@@ -282,6 +288,8 @@ async fn story(
         }
     }
     say!();
+    // The webhooks arrived; their outcomes are recorded a moment later.
+    finished(store.as_ref(), STORY.len()).await?;
     let (rows, breaks) = crate::api::verify_chain(store.as_ref()).await?;
     if breaks.is_empty() {
         say!(
@@ -380,7 +388,34 @@ async fn route_decisions(
     }
 }
 
-/// `--keep`: an admin key, what to try, and the hub running until Ctrl-C.
+/// Waits until `n` deliveries are recorded as delivered.
+async fn finished(store: &dyn Store, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + STEP_DEADLINE;
+    let filter = crate::store::DeliveryFilter {
+        status: Some(crate::store::DeliveryStatus::Delivered),
+        ..crate::store::DeliveryFilter::default()
+    };
+    while store.list_deliveries(&filter).await?.len() < n {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the deliveries were not recorded within {STEP_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn interrupted() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot wait for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("cannot wait for Ctrl-C"),
+        _ = term.recv() => Ok(()),
+    }
+}
+
+/// `--keep`: an admin key, what to try, and the hub running until interrupted.
 async fn keep_running(
     settings: &Settings,
     store: &dyn Store,
@@ -391,24 +426,24 @@ async fn keep_running(
         .create_api_key("demo", &crate::api::api_key_hash(&key))
         .await?;
     let db = &settings.database.url;
+    let renkei = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "renkei".into());
     say!();
     say!("The hub keeps running (Ctrl-C stops it). Try, in another terminal:");
-    say!("  RENKEI__DATABASE__URL={db} renkei deliveries list");
-    say!("  RENKEI__DATABASE__URL={db} renkei audit verify");
+    say!("  RENKEI__DATABASE__URL={db} {renkei} deliveries list");
+    say!("  RENKEI__DATABASE__URL={db} {renkei} audit verify");
     say!(
         "  curl -H 'Authorization: Bearer {key}' http://{}/v1/deliveries",
         settings.api.listen
     );
     say!(
-        "  renkei send --to {} <an HL7 v2 file>",
+        "  {renkei} send --to {} hub/src/demo/story/a01_admit_iso2022jp.hl7",
         settings.mllp.listen
     );
     say!(
         "(the admin API key above was made for this demo; everything is in {})",
         dir.display()
     );
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot wait for Ctrl-C")?;
-    Ok(())
+    interrupted().await
 }

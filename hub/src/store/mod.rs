@@ -653,7 +653,9 @@ pub async fn open(
             Ok(Arc::new(store))
         }
         "sqlite" => {
-            let store = sqlite::SqliteStore::open(url, settings.max_connections).await?;
+            let store =
+                sqlite::SqliteStore::open(url, settings.max_connections, settings.acquire_timeout)
+                    .await?;
             Ok(Arc::new(store))
         }
         _ => Err(StoreError::Unavailable(format!(

@@ -58,9 +58,14 @@ fn url_options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
         .map_err(|e| StoreError::Unavailable(format!("bad database URL `{url}`: {e}")))
 }
 
+/// The file a database URL names.
+pub fn database_path(url: &str) -> Result<PathBuf, StoreError> {
+    Ok(url_options(url)?.get_filename().to_path_buf())
+}
+
 /// The file a database URL names, with its folder created if missing.
 pub fn database_file(url: &str) -> Result<PathBuf, StoreError> {
-    let path = url_options(url)?.get_filename().to_path_buf();
+    let path = database_path(url)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!(
@@ -75,8 +80,13 @@ pub fn database_file(url: &str) -> Result<PathBuf, StoreError> {
 impl SqliteStore {
     /// Opens (creating it if missing) the database file `url` names (`sqlite://path`
     /// or `sqlite:path`), applies pending migrations, and keeps at most
-    /// `max_connections` readers.
-    pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+    /// `max_connections` readers; a statement waits at most `acquire_timeout` for a
+    /// connection.
+    pub async fn open(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self, StoreError> {
         let path = database_file(url)?;
         let options = url_options(url)?
             .create_if_missing(true)
@@ -86,6 +96,7 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .acquire_timeout(acquire_timeout)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
@@ -98,6 +109,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
         let read = SqlitePoolOptions::new()
             .max_connections(max_connections.max(1))
+            .acquire_timeout(acquire_timeout)
             .connect_with(options.read_only(true))
             .await
             .map_err(|e| open_error(&path, e))?;
