@@ -214,6 +214,8 @@ pub async fn run(
             }
         }
     }
+    // Every role has stopped: nothing writes any more.
+    store.close().await;
     Ok(())
 }
 
@@ -286,6 +288,9 @@ impl AdminStore for GuardedAdmin {
     }
     async fn seal_audit(&self, max: i64) -> Result<usize, StoreError> {
         AdminStore::seal_audit(self.store.as_ref(), max).await
+    }
+    async fn close(&self) {
+        AdminStore::close(self.store.as_ref()).await
     }
     async fn event(
         &self,

@@ -610,6 +610,9 @@ pub trait AdminStore: Send + Sync {
     /// Chains up to `max` pending audit entries, oldest first (see the `audit_pending`
     /// migration); returns how many. Sealers in several processes take turns.
     async fn seal_audit(&self, max: i64) -> Result<usize, StoreError>;
+    /// Closes the store's connections, once nothing writes any more (at shutdown).
+    /// SQLite then folds its write-ahead log into the database file.
+    async fn close(&self);
     /// An event by id.
     async fn event(
         &self,

@@ -390,6 +390,10 @@ impl AdminStore for PgStore {
         self.seal_audit_batch(max).await
     }
 
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
     async fn audit_head(&self) -> Result<(i64, Vec<u8>), StoreError> {
         let row = sqlx::query("SELECT seq, hash FROM audit_head")
             .fetch_one(&self.pool)

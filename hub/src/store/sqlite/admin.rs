@@ -454,6 +454,12 @@ impl AdminStore for SqliteStore {
         Ok(0)
     }
 
+    async fn close(&self) {
+        // The last connection to close checkpoints the write-ahead log into the file.
+        self.read.close().await;
+        self.write.close().await;
+    }
+
     async fn event(
         &self,
         id: Uuid,
