@@ -5,9 +5,11 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use uuid::Uuid;
 
-use super::{DeliverySummary, StoreError, corrupt};
+use std::collections::HashMap;
+
+use super::{DeliveryJob, DeliverySummary, StoreError, corrupt};
 use crate::audit::{AuditEntry, AuditRow};
-use crate::registry::{CareRelationship, Facility, Participant};
+use crate::registry::{CareRelationship, Consent, Endpoint, Facility, Participant, Subscription};
 
 /// A column type the database of `R` can decode.
 pub(crate) trait Column<'r, R: Row>: Decode<'r, R::Database> + Type<R::Database> {}
@@ -138,4 +140,96 @@ where
         row.try_get("patient_id")?,
         serde_json::from_str(&body).map_err(|e| corrupt("events.body", e))?,
     ))
+}
+
+/// The patients (`patient_id`, where set) of some rows.
+pub(crate) fn patients_of<'r, R>(rows: &'r [R]) -> Result<Vec<String>, StoreError>
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    String: Column<'r, R>,
+{
+    let mut patients = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Some(patient) = row.try_get::<Option<String>, _>("patient_id")? {
+            patients.push(patient);
+        }
+    }
+    Ok(patients)
+}
+
+/// A delivery job from the columns of the delivery, its event, participant and
+/// endpoint; `secrets` decoded by the backend, the patient's consents from `consents`.
+pub(crate) fn delivery_job<'r, R>(
+    row: &'r R,
+    secrets: Vec<String>,
+    consents: &HashMap<String, Vec<Consent>>,
+) -> Result<DeliveryJob, StoreError>
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    String: Column<'r, R>,
+    i64: Column<'r, R>,
+    i32: Column<'r, R>,
+    bool: Column<'r, R>,
+    Uuid: Column<'r, R>,
+    DateTime<Utc>: Column<'r, R>,
+{
+    let patient_id: Option<String> = row.try_get("patient_id")?;
+    Ok(DeliveryJob {
+        id: row.try_get("id")?,
+        event_id: row.try_get("event_id")?,
+        body: row.try_get::<String, _>("body")?.into_bytes(),
+        sequence: row.try_get("sequence")?,
+        status: row.try_get("status")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        participant_id: row.try_get("participant_id")?,
+        facility: row.try_get("facility_code")?,
+        consents: patient_id
+            .as_ref()
+            .and_then(|p| consents.get(p).cloned())
+            .unwrap_or_default(),
+        patient_id,
+        url: row.try_get("url")?,
+        secrets,
+        endpoint_enabled: row.try_get("enabled")?,
+    })
+}
+
+/// An endpoint as exported: its URL's credentials and its `secrets` secrets masked.
+pub(crate) fn masked_endpoint<'r, R>(row: &'r R, secrets: usize) -> Result<Endpoint, StoreError>
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    String: Column<'r, R>,
+    bool: Column<'r, R>,
+{
+    Ok(Endpoint {
+        participant: row.try_get("participant_id")?,
+        name: row.try_get("name")?,
+        url: crate::registry::masked_url(&row.try_get::<String, _>("url")?),
+        secrets: vec!["whsec_********".to_owned(); secrets],
+        enabled: row.try_get("enabled")?,
+    })
+}
+
+/// A subscription, with its lists decoded by the backend.
+pub(crate) fn subscription<'r, R>(
+    row: &'r R,
+    event_types: Vec<String>,
+    source_facilities: Vec<String>,
+) -> Result<Subscription, StoreError>
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    String: Column<'r, R>,
+{
+    Ok(Subscription {
+        participant: row.try_get("participant_id")?,
+        name: row.try_get("name")?,
+        endpoint: row.try_get("endpoint_name")?,
+        event_types,
+        source_facilities,
+    })
 }

@@ -9,7 +9,7 @@ use super::audit::append_audit;
 use super::{PgStore, consent_from_row};
 use crate::audit::{AuditEntry, AuditRow};
 use crate::registry::document::{Change, ChangeAction, RegistryDocument};
-use crate::registry::{Endpoint, PatientIdentifier, PatientRecord, Subscription};
+use crate::registry::{PatientIdentifier, PatientRecord};
 
 /// Maps an upsert's `RETURNING (xmax = 0)` to a change.
 fn change(kind: &'static str, key: String, inserted: Option<bool>) -> Change {
@@ -252,13 +252,8 @@ impl AdminStore for PgStore {
         .await?
         {
             let n: i32 = row.try_get("n")?;
-            doc.endpoints.push(Endpoint {
-                participant: row.try_get("participant_id")?,
-                name: row.try_get("name")?,
-                url: crate::registry::masked_url(&row.try_get::<String, _>("url")?),
-                secrets: vec!["whsec_********".to_owned(); usize::try_from(n).unwrap_or(0)],
-                enabled: row.try_get("enabled")?,
-            });
+            doc.endpoints
+                .push(rows::masked_endpoint(&row, usize::try_from(n).unwrap_or(0))?);
         }
         for row in sqlx::query(
             "SELECT participant_id, name, endpoint_name, event_types, source_facilities FROM subscriptions ORDER BY 1, 2",
@@ -266,13 +261,11 @@ impl AdminStore for PgStore {
         .fetch_all(&mut *conn)
         .await?
         {
-            doc.subscriptions.push(Subscription {
-                participant: row.try_get("participant_id")?,
-                name: row.try_get("name")?,
-                endpoint: row.try_get("endpoint_name")?,
-                event_types: row.try_get("event_types")?,
-                source_facilities: row.try_get("source_facilities")?,
-            });
+            doc.subscriptions.push(rows::subscription(
+                &row,
+                row.try_get("event_types")?,
+                row.try_get("source_facilities")?,
+            )?);
         }
         for row in sqlx::query(
             "SELECT p.id, array_remove(array_agg(pi.system ORDER BY pi.system, pi.value), NULL) AS systems,

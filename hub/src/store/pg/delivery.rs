@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::super::{DeliveryFinish, DeliveryJob, DeliveryStore, StoreError, rules};
+use super::super::{DeliveryFinish, DeliveryJob, DeliveryStore, StoreError, rows, rules};
 use super::audit::append_audit;
 use super::{PgStore, consents_of_many};
 
@@ -26,39 +26,13 @@ impl DeliveryStore for PgStore {
         .bind(ids)
         .fetch_all(&mut *conn)
         .await?;
-        let patients: Vec<String> = rows
-            .iter()
-            .map(|row| row.try_get::<Option<String>, _>("patient_id"))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .flatten()
-            .collect();
+        let patients = rows::patients_of(&rows)?;
         // Every consent of every patient concerned, in one read.
         let consents = consents_of_many(&mut conn, &patients).await?;
         let mut jobs: HashMap<Uuid, DeliveryJob> = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let patient_id: Option<String> = row.try_get("patient_id")?;
-            let id: Uuid = row.try_get("id")?;
-            let job = DeliveryJob {
-                id,
-                event_id: row.try_get("event_id")?,
-                body: row.try_get::<String, _>("body")?.into_bytes(),
-                sequence: row.try_get("sequence")?,
-                status: row.try_get("status")?,
-                attempts: row.try_get("attempts")?,
-                next_attempt_at: row.try_get("next_attempt_at")?,
-                participant_id: row.try_get("participant_id")?,
-                facility: row.try_get("facility_code")?,
-                consents: patient_id
-                    .as_ref()
-                    .and_then(|p| consents.get(p).cloned())
-                    .unwrap_or_default(),
-                patient_id,
-                url: row.try_get("url")?,
-                secrets: row.try_get("secrets")?,
-                endpoint_enabled: row.try_get("enabled")?,
-            };
-            jobs.insert(id, job);
+        for row in &rows {
+            let job = rows::delivery_job(row, row.try_get("secrets")?, &consents)?;
+            jobs.insert(job.id, job);
         }
         // One answer per id asked, in order (an id asked twice gets the job twice).
         Ok(ids.iter().map(|id| jobs.get(id).cloned()).collect())

@@ -12,7 +12,7 @@ use super::audit::append_audit;
 use super::{SqliteStore, consent_from_row, json_list, string_list};
 use crate::audit::{AuditEntry, AuditRow};
 use crate::registry::document::{Change, ChangeAction, RegistryDocument};
-use crate::registry::{Endpoint, PatientIdentifier, PatientRecord, Subscription};
+use crate::registry::{PatientIdentifier, PatientRecord};
 
 /// What an upsert did: `existed` before it, and whether it wrote a row (an update
 /// writes only when something differs).
@@ -312,13 +312,8 @@ impl AdminStore for SqliteStore {
         .await?
         {
             let n: i64 = row.try_get("n")?;
-            doc.endpoints.push(Endpoint {
-                participant: row.try_get("participant_id")?,
-                name: row.try_get("name")?,
-                url: crate::registry::masked_url(&row.try_get::<String, _>("url")?),
-                secrets: vec!["whsec_********".to_owned(); usize::try_from(n).unwrap_or(0)],
-                enabled: row.try_get("enabled")?,
-            });
+            doc.endpoints
+                .push(rows::masked_endpoint(&row, usize::try_from(n).unwrap_or(0))?);
         }
         for row in sqlx::query(
             "SELECT participant_id, name, endpoint_name, event_types, source_facilities FROM subscriptions ORDER BY 1, 2",
@@ -326,13 +321,11 @@ impl AdminStore for SqliteStore {
         .fetch_all(&mut *conn)
         .await?
         {
-            doc.subscriptions.push(Subscription {
-                participant: row.try_get("participant_id")?,
-                name: row.try_get("name")?,
-                endpoint: row.try_get("endpoint_name")?,
-                event_types: string_list(&row, "event_types")?,
-                source_facilities: string_list(&row, "source_facilities")?,
-            });
+            doc.subscriptions.push(rows::subscription(
+                &row,
+                string_list(&row, "event_types")?,
+                string_list(&row, "source_facilities")?,
+            )?);
         }
         let patients: Vec<String> = sqlx::query_scalar("SELECT id FROM patients ORDER BY id")
             .fetch_all(&mut *conn)
