@@ -157,6 +157,8 @@ impl From<sdk::SourceFormat> for pb::SourceFormat {
             sdk::SourceFormat::Hl7v2 => Self::Hl7v2,
             sdk::SourceFormat::Fhir => Self::Fhir,
             sdk::SourceFormat::Csv => Self::Csv,
+            sdk::SourceFormat::Json => Self::Json,
+            sdk::SourceFormat::Ssmix2 => Self::Ssmix2,
             sdk::SourceFormat::Grpc => Self::Grpc,
         }
     }
@@ -170,6 +172,26 @@ fn event_data_to_pb(data: &sdk::EventData) -> pb::EventData {
         cancels: data.cancels.map(|t| pb::EventType::from(t).into()),
         care: data.care.as_ref().map(|care| care.to_string()),
         origin: Some(origin_to_pb(&data.origin)),
+        facilities: data
+            .facilities
+            .iter()
+            .map(|facility| pb::RelatedFacility {
+                role: pb::FacilityRole::from(facility.role).into(),
+                code: facility.code.clone(),
+                name: facility.name.clone(),
+            })
+            .collect(),
+        replaces: data.replaces.map(|id| id.to_string()),
+    }
+}
+
+impl From<sdk::FacilityRole> for pb::FacilityRole {
+    fn from(role: sdk::FacilityRole) -> Self {
+        match role {
+            sdk::FacilityRole::Hospital => Self::Hospital,
+            sdk::FacilityRole::CareOffice => Self::CareOffice,
+            sdk::FacilityRole::Recipient => Self::Recipient,
+        }
     }
 }
 
@@ -203,6 +225,16 @@ fn patient_to_pb(patient: &sdk::Patient) -> pb::Patient {
                 insured_number: ltc.insured_number.clone(),
                 care_level: ltc.care_level.clone(),
             }),
+        }),
+        address: patient.address.as_ref().map(|address| pb::Address {
+            postal_code: address.postal_code.clone(),
+            text: address.text.clone(),
+        }),
+        phone: patient.phone.clone(),
+        key_person: patient.key_person.as_ref().map(|person| pb::RelatedPerson {
+            name: person.name.clone(),
+            relationship: person.relationship.clone(),
+            phone: person.phone.clone(),
         }),
     }
 }
@@ -238,6 +270,15 @@ fn document_to_pb(document: &sdk::Document) -> pb::Document {
         id: document.id.clone(),
         created_at: document.created_at.map(|t| t.to_rfc3339()),
         content: document.content.as_ref().map(|content| content.to_string()),
+        sections: document
+            .sections
+            .iter()
+            .map(|section| pb::DocumentSection {
+                code: section.code.clone(),
+                title: section.title.clone(),
+                items: section.items.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -287,7 +328,35 @@ fn event_data_from_pb(data: pb::EventData) -> Result<sdk::EventData, ConvertErro
             .map(|t| event_type("data.cancels", t))
             .transpose()?,
         care: data.care.map(|care| json("data.care", &care)).transpose()?,
+        facilities: data
+            .facilities
+            .into_iter()
+            .enumerate()
+            .map(|(i, facility)| facility_from_pb(i, facility))
+            .collect::<Result<_, _>>()?,
+        replaces: data
+            .replaces
+            .map(|id| uuid_v7("data.replaces", id))
+            .transpose()?,
         origin: origin_from_pb(present("data.origin", data.origin)?)?,
+    })
+}
+
+fn facility_from_pb(
+    i: usize,
+    facility: pb::RelatedFacility,
+) -> Result<sdk::RelatedFacility, ConvertError> {
+    let field = format!("data.facilities[{i}].role");
+    let role = match known::<pb::FacilityRole>(&field, facility.role)? {
+        pb::FacilityRole::Unspecified => return Err(unspecified(&field)),
+        pb::FacilityRole::Hospital => sdk::FacilityRole::Hospital,
+        pb::FacilityRole::CareOffice => sdk::FacilityRole::CareOffice,
+        pb::FacilityRole::Recipient => sdk::FacilityRole::Recipient,
+    };
+    Ok(sdk::RelatedFacility {
+        role,
+        code: required(&format!("data.facilities[{i}].code"), facility.code)?,
+        name: facility.name,
     })
 }
 
@@ -336,6 +405,16 @@ fn patient_from_pb(patient: pb::Patient) -> Result<sdk::Patient, ConvertError> {
                 insured_number: ltc.insured_number,
                 care_level: ltc.care_level,
             }),
+        }),
+        address: patient.address.map(|address| sdk::Address {
+            postal_code: address.postal_code,
+            text: address.text,
+        }),
+        phone: patient.phone,
+        key_person: patient.key_person.map(|person| sdk::RelatedPerson {
+            name: person.name,
+            relationship: person.relationship,
+            phone: person.phone,
         }),
     })
 }
@@ -391,6 +470,18 @@ fn document_from_pb(document: pb::Document) -> Result<sdk::Document, ConvertErro
             .content
             .map(|content| json("data.document.content", &content))
             .transpose()?,
+        sections: document
+            .sections
+            .into_iter()
+            .enumerate()
+            .map(|(i, section)| {
+                Ok(sdk::DocumentSection {
+                    code: required(&format!("data.document.sections[{i}].code"), section.code)?,
+                    title: section.title,
+                    items: section.items,
+                })
+            })
+            .collect::<Result<_, ConvertError>>()?,
     })
 }
 
@@ -400,6 +491,8 @@ fn origin_from_pb(origin: pb::Origin) -> Result<sdk::Origin, ConvertError> {
         pb::SourceFormat::Hl7v2 => sdk::SourceFormat::Hl7v2,
         pb::SourceFormat::Fhir => sdk::SourceFormat::Fhir,
         pb::SourceFormat::Csv => sdk::SourceFormat::Csv,
+        pb::SourceFormat::Json => sdk::SourceFormat::Json,
+        pb::SourceFormat::Ssmix2 => sdk::SourceFormat::Ssmix2,
         pb::SourceFormat::Grpc => sdk::SourceFormat::Grpc,
     };
     Ok(sdk::Origin {

@@ -320,6 +320,7 @@ fn normalize_message(
         birth_date: birth_date(pid, window)?,
         sex: sex(pid),
         insurance: insurance(message),
+        ..Patient::default()
     };
     let encounter = pv1.and_then(|pv1| encounter(&pv1, pv1_44, pv1_45));
     let sending_application = msh.field(3);
@@ -332,6 +333,8 @@ fn normalize_message(
         document: None,
         cancels,
         care: None,
+        facilities: Vec::new(),
+        replaces: None,
         origin: Origin {
             format: SourceFormat::Hl7v2,
             sending_system,

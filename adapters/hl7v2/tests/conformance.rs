@@ -15,16 +15,14 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use bytes::BytesMut;
-use chrono::{DateTime, FixedOffset};
+use chrono::DateTime;
 use jsonschema::Validator;
 use renkei_hl7v2::{
     AckCode, AckError, ErrorCode, Hl7Normalizer, Message, MllpCodec, MllpError, MshHeader, Segment,
     build_ack, decode,
 };
-use renkei_sdk::{
-    CanonicalEvent, EVENT_SCHEMA_V1, NormalizeError, Normalizer, facility_source,
-    local_patient_id_system,
-};
+use renkei_sdk::conformance::check_case;
+use renkei_sdk::{CanonicalEvent, EVENT_SCHEMA_V1, NormalizeError, Normalizer};
 use serde_json::{Map, Value};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -132,108 +130,6 @@ fn schema_violations(event: &CanonicalEvent) -> Vec<String> {
         .collect()
 }
 
-/// The outcome of checking one `EXPECTED.json` fact against an event.
-enum Check {
-    Holds,
-    Fails(String),
-    /// A key this test does not know how to map onto the canonical event.
-    UnknownKey,
-}
-
-fn compare(expected: &str, actual: Option<&str>) -> Check {
-    if actual == Some(expected) {
-        Check::Holds
-    } else {
-        Check::Fails(format!("expected `{expected}`, got {actual:?}"))
-    }
-}
-
-/// Equal instants *and* equal offsets (`DateTime` equality ignores the offset).
-fn compare_time(expected: &str, actual: Option<DateTime<FixedOffset>>) -> Check {
-    let wanted = match DateTime::parse_from_rfc3339(expected) {
-        Ok(t) => t,
-        Err(e) => return Check::Fails(format!("`{expected}` in EXPECTED.json: {e}")),
-    };
-    match actual {
-        Some(t) if t == wanted && t.offset() == wanted.offset() => Check::Holds,
-        other => Check::Fails(format!(
-            "expected {expected}, got {:?}",
-            other.map(|t| t.to_rfc3339())
-        )),
-    }
-}
-
-/// Checks one fact of `EXPECTED.json` (a plain description) against the canonical event.
-fn check_fact(event: &CanonicalEvent, key: &str, expected: &str) -> Check {
-    let data = &event.data;
-    let patient = &data.patient;
-    let name = patient.name.as_ref();
-    let encounter = data.encounter.as_ref();
-    let location = encounter.and_then(|e| e.location.as_ref());
-    match key {
-        "format" => compare(expected, Some(data.origin.format.as_str())),
-        "type" => compare(expected, Some(event.event_type.as_str())),
-        "cancels" => compare(expected, data.cancels.map(|t| t.as_str())),
-        // The event comes from the facility: its source URN and its origin say so.
-        "facility" => match (
-            compare(&facility_source(expected), Some(&event.source)),
-            compare(expected, data.origin.facility.as_deref()),
-        ) {
-            (Check::Holds, Check::Holds) => Check::Holds,
-            (Check::Fails(why), _) => Check::Fails(format!("source: {why}")),
-            (_, Check::Fails(why)) => Check::Fails(format!("data.origin.facility: {why}")),
-            (Check::UnknownKey, _) | (_, Check::UnknownKey) => Check::UnknownKey,
-        },
-        // A facility-local id, in the local-id system of the facility the event is from.
-        "patient_id" => {
-            let Some(facility) = event.source_facility() else {
-                return Check::Fails(format!("source `{}` names no facility", event.source));
-            };
-            let system = local_patient_id_system(facility);
-            let found = patient
-                .identifiers
-                .iter()
-                .any(|i| i.system == system && i.value == expected);
-            if found {
-                Check::Holds
-            } else {
-                Check::Fails(format!(
-                    "no identifier {{system: {system}, value: {expected}}} in {:?}",
-                    patient.identifiers
-                ))
-            }
-        }
-        "name_kanji" => compare(expected, name.and_then(|n| n.kanji.as_deref())),
-        "name_kana" => compare(expected, name.and_then(|n| n.kana.as_deref())),
-        "birth_date" => compare(
-            expected,
-            patient
-                .birth_date
-                .map(|d| d.format("%Y-%m-%d").to_string())
-                .as_deref(),
-        ),
-        "sex" => compare(
-            expected,
-            patient
-                .sex
-                .map(|s| serde_json::to_value(s).expect("serialise sex"))
-                .as_ref()
-                .and_then(Value::as_str),
-        ),
-        "time" => compare_time(expected, Some(event.time)),
-        "admitted_at" => compare_time(expected, encounter.and_then(|e| e.admitted_at)),
-        "discharged_at" => compare_time(expected, encounter.and_then(|e| e.discharged_at)),
-        "ward" => compare(expected, location.and_then(|l| l.ward.as_deref())),
-        "room" => compare(expected, location.and_then(|l| l.room.as_deref())),
-        "bed" => compare(expected, location.and_then(|l| l.bed.as_deref())),
-        "message_id" => compare(expected, Some(&data.origin.message_id)),
-        _ => Check::UnknownKey,
-    }
-}
-
-/// Keys that describe the entry rather than the event.
-const NOT_FACTS: [&str; 1] = ["note"];
-
 #[test]
 fn every_hl7_file_has_an_expected_entry_and_every_entry_a_file() {
     let set = conformance();
@@ -289,24 +185,9 @@ fn hl7_messages_carry_every_expected_fact() {
                 continue;
             }
         };
-        for (key, value) in &case.facts {
-            if NOT_FACTS.contains(&key.as_str()) {
-                continue;
-            }
-            let Some(expected) = value.as_str() else {
-                failures.push(format!("{}: `{key}` is not a string: {value}", case.name));
-                continue;
-            };
-            match check_fact(&event, key, expected) {
-                Check::Holds => checked += 1,
-                Check::Fails(why) => failures.push(format!("{}: {key}: {why}", case.name)),
-                Check::UnknownKey => failures.push(format!(
-                    "{}: EXPECTED.json has the fact `{key}`, which this test does not map onto \
-                     the canonical event: teach `check_fact` what it means",
-                    case.name
-                )),
-            }
-        }
+        let (held, problems) = check_case(&event, &case.facts);
+        checked += held;
+        failures.extend(problems.into_iter().map(|p| format!("{}: {p}", case.name)));
     }
     assert!(failures.is_empty(), "{failures:#?}");
     assert!(checked > 0, "no fact was checked");

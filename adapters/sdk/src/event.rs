@@ -78,6 +78,12 @@ pub fn facility_source(facility_code: &str) -> String {
     format!("{FACILITY_URN_PREFIX}{facility_code}")
 }
 
+/// Japan standard time, +09:00 (Japan keeps no daylight saving): the offset of a
+/// source time that names none, and of a calendar date's midnight.
+pub fn japan_offset() -> FixedOffset {
+    FixedOffset::east_opt(9 * 3600).unwrap_or_else(|| unreachable!("+09:00 is a valid offset"))
+}
+
 /// The identifier system of a patient id that is only unique within `facility_code`.
 pub fn local_patient_id_system(facility_code: &str) -> String {
     format!("{LOCAL_PATIENT_ID_SYSTEM_PREFIX}{facility_code}")
@@ -201,6 +207,14 @@ pub struct EventData {
     /// For `care.*` events: the care content as the source sent it, mapped to named fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub care: Option<serde_json::Value>,
+    /// Other facilities the event names, each with its part: the hospital an admission
+    /// information sheet is addressed to, the clinic a referral goes to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub facilities: Vec<RelatedFacility>,
+    /// The id of an earlier event this one replaces (a corrected document resent under
+    /// the same document identifier). Set by the hub at ingest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<Uuid>,
     /// Where the event came from.
     pub origin: Origin,
 }
@@ -222,6 +236,64 @@ pub struct Patient {
     /// Medical and long-term-care insurance, where the source has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insurance: Option<Insurance>,
+    /// Home address (PID-11, Patient.address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
+    /// Phone number (PID-13, Patient.telecom), as written by the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// The key person or next of kin (NK1; キーパーソン in care forms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_person: Option<RelatedPerson>,
+}
+
+/// A postal address in Japan.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Address {
+    /// 郵便番号, e.g. `100-0001`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postal_code: Option<String>,
+    /// The address as one line, prefecture first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// A person close to the patient: key person (キーパーソン), next of kin, family.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RelatedPerson {
+    /// Name, "family given".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Relationship to the patient as the source words it (e.g. `長女`, `妻`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relationship: Option<String>,
+    /// Phone number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+}
+
+/// Another facility an event names, with its part in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelatedFacility {
+    /// What the facility is to this event.
+    pub role: FacilityRole,
+    /// Its 10-digit code (医療機関コード or 介護保険事業所番号).
+    pub code: String,
+    /// Its name, when the source gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The part a [`RelatedFacility`] plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FacilityRole {
+    /// The hospital or facility of the stay the event is about.
+    Hospital,
+    /// The care-manager office (居宅介護支援事業所) of the patient.
+    CareOffice,
+    /// Where a referral or a care plan is addressed (紹介先, 提供先).
+    Recipient,
 }
 
 /// An identifier: a value that is unique within its system.
@@ -384,6 +456,24 @@ pub struct Document {
     /// The document as the source sent it (e.g. the FHIR Bundle).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<serde_json::Value>,
+    /// The document's sections as plain text, in the source's order, for a receiver that
+    /// shows them without reading `content`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sections: Vec<DocumentSection>,
+}
+
+/// One section of a document, reduced to text.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DocumentSection {
+    /// The section code (e.g. LOINC `11348-0`, JP-CLINS `950`, or the hub's own
+    /// `urn:renkei:codesystem:nursing-summary-section` code such as `adl`).
+    pub code: String,
+    /// The section title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Its content as text items: the narrative, then one item per entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<String>,
 }
 
 /// Where an event came from.
@@ -420,17 +510,34 @@ pub enum SourceFormat {
     Fhir,
     /// Vendor or standard CSV.
     Csv,
+    /// The hub's own JSON forms (care files, nursing summary).
+    Json,
+    /// HL7 v2 read from SS-MIX2 standardized storage.
+    #[serde(rename = "ss-mix2")]
+    Ssmix2,
     /// An out-of-process adapter over gRPC.
     Grpc,
 }
 
 impl SourceFormat {
+    /// Every format, in declaration order.
+    pub const ALL: [SourceFormat; 6] = [
+        SourceFormat::Hl7v2,
+        SourceFormat::Fhir,
+        SourceFormat::Csv,
+        SourceFormat::Json,
+        SourceFormat::Ssmix2,
+        SourceFormat::Grpc,
+    ];
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
             SourceFormat::Hl7v2 => "hl7v2",
             SourceFormat::Fhir => "fhir",
             SourceFormat::Csv => "csv",
+            SourceFormat::Json => "json",
+            SourceFormat::Ssmix2 => "ss-mix2",
             SourceFormat::Grpc => "grpc",
         }
     }

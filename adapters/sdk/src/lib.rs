@@ -6,6 +6,7 @@
 //! The JSON Schema of the canonical event is [`EVENT_SCHEMA_V1`].
 
 pub mod adapter;
+pub mod conformance;
 pub mod event;
 pub mod plausible;
 pub mod samples;

@@ -5,9 +5,10 @@ use chrono::{DateTime, FixedOffset, NaiveDate};
 use serde_json::json;
 
 use crate::{
-    CanonicalEvent, Document, Encounter, EncounterClass, EventData, EventType, Identifier,
-    Insurance, Location, LtcInsurance, MedicalInsurance, Origin, Patient, PersonName, Practitioner,
-    Sex, SourceFormat, facility_source, local_patient_id_system,
+    Address, CanonicalEvent, Document, DocumentSection, Encounter, EncounterClass, EventData,
+    EventType, FacilityRole, Identifier, Insurance, Location, LtcInsurance, MedicalInsurance,
+    Origin, Patient, PersonName, Practitioner, RelatedFacility, RelatedPerson, Sex, SourceFormat,
+    facility_source, local_patient_id_system,
 };
 
 /// The facility code the samples come from.
@@ -35,6 +36,8 @@ pub fn minimal_event() -> CanonicalEvent {
             document: None,
             cancels: None,
             care: None,
+            facilities: Vec::new(),
+            replaces: None,
             origin: Origin {
                 format: SourceFormat::Hl7v2,
                 sending_system: None,
@@ -83,6 +86,16 @@ pub fn full_event() -> CanonicalEvent {
                         care_level: Some("要介護2".to_owned()),
                     }),
                 }),
+                address: Some(Address {
+                    postal_code: Some("100-0001".to_owned()),
+                    text: Some("東京都千代田区架空町1-2-3".to_owned()),
+                }),
+                phone: Some("03-0000-0000".to_owned()),
+                key_person: Some(RelatedPerson {
+                    name: Some("架空 花江".to_owned()),
+                    relationship: Some("長女".to_owned()),
+                    phone: Some("090-0000-0000".to_owned()),
+                }),
             },
             encounter: Some(Encounter {
                 class: Some(EncounterClass::Emergency),
@@ -109,11 +122,24 @@ pub fn full_event() -> CanonicalEvent {
                 id: Some("1319999999^2025^00000042".to_owned()),
                 created_at: Some(at("2025-04-24T10:00:00-03:30")),
                 content: Some(json!({"resourceType": "Bundle", "entry": [{"n": 1}]})),
+                sections: vec![DocumentSection {
+                    code: "11348-0".to_owned(),
+                    title: Some("既往歴".to_owned()),
+                    items: vec!["高血圧症".to_owned(), "2型糖尿病".to_owned()],
+                }],
             }),
             cancels: Some(EventType::InpatientAdmitted),
             care: Some(
                 json!({"care_manager": "居宅 太郎", "services": ["訪問介護", 2, true, null]}),
             ),
+            facilities: vec![RelatedFacility {
+                role: FacilityRole::Recipient,
+                code: "1379999999".to_owned(),
+                name: Some("架空居宅介護支援事業所".to_owned()),
+            }],
+            replaces: Some(uuid::Uuid::from_u128(
+                0x0196_1b2a_0000_7000_8000_0000_0000_0001,
+            )),
             origin: Origin {
                 format: SourceFormat::Grpc,
                 sending_system: Some("HIS".to_owned()),

@@ -351,12 +351,7 @@ fn event_type_names_match_serde_and_from_str() {
 
 #[test]
 fn source_format_names_match_serde() {
-    for format in [
-        SourceFormat::Hl7v2,
-        SourceFormat::Fhir,
-        SourceFormat::Csv,
-        SourceFormat::Grpc,
-    ] {
+    for format in SourceFormat::ALL {
         assert_eq!(to_json_value(format), json!(format.as_str()));
     }
 }

@@ -1,0 +1,1 @@
+//! Care offices' files for Renkei.
