@@ -3,7 +3,7 @@
 # running (installing them as root on a fresh Debian machine), creates the `renkei`
 # database if it is missing, builds the hub and runs every role in this process:
 # MLLP on 127.0.0.1:2575, admin API on 127.0.0.1:8180. Arguments go to `renkei up`
-# (e.g. --roles mllp,router). Settings: config/default.toml, overridden by
+# (e.g. --roles ingest,router). Settings: config/default.toml, overridden by
 # RENKEI__SECTION__KEY environment variables.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -23,8 +23,10 @@ use crate::store::{AdminStore, DeliveryFilter, DeliverySummary, SEAL_BATCH, Stor
 /// A part of the hub that can run in a process of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Role {
-    /// HL7 v2 MLLP listener (ingest).
-    Mllp,
+    /// Every enabled source of the configuration (`[sources.*]`: the MLLP listener by
+    /// default). `mllp` is accepted as its former name.
+    #[value(alias = "mllp")]
+    Ingest,
     /// Router (consumes events, writes deliveries).
     Router,
     /// Delivery workers (webhooks).
@@ -94,6 +96,9 @@ pub async fn run(
     roles: BTreeSet<Role>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    if roles.contains(&Role::Ingest) {
+        crate::ingest::sources::check(&settings)?;
+    }
     let (store, bus) = connect(&settings).await?;
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -130,36 +135,18 @@ pub async fn run(
             Ok(())
         });
     }
-    if roles.contains(&Role::Mllp) {
-        let listener = tokio::net::TcpListener::bind(settings.mllp.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen for MLLP on {} (mllp.listen)",
-                    settings.mllp.listen
-                )
-            })?;
-        tracing::info!(addr = %settings.mllp.listen, "MLLP listener ready");
-        let ingestor = Arc::new(Ingestor::new(
+    if roles.contains(&Role::Ingest) {
+        let ingestor: Arc<dyn renkei_sdk::IngestSink> = Arc::new(Ingestor::new(
             store.clone(),
             bus.clone(),
             settings.database.acquire_timeout,
         ));
-        let options = renkei_hl7v2::listener::ListenerOptions {
-            max_message_bytes: settings.mllp.max_message_bytes,
-            idle_timeout: settings.mllp.idle_timeout,
-            handshake_timeout: settings.mllp.handshake_timeout,
-            max_connections: settings.mllp.max_connections,
-            max_connections_per_peer: settings.mllp.max_connections_per_peer,
-            max_bytes_in_flight: settings.mllp.max_bytes_in_flight,
-            bytes_in_flight_wait: settings.mllp.bytes_in_flight_wait,
-            time_window: settings.ingest.time_window(),
-        };
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            renkei_hl7v2::listener::serve(listener, ingestor, options, shutdown).await;
-            Ok(())
-        });
+        for (name, task) in crate::ingest::sources::start(&settings, ingestor, &shutdown).await? {
+            tasks.spawn(async move {
+                task.await
+                    .with_context(|| format!("source `{name}` stopped"))
+            });
+        }
     }
     if roles.contains(&Role::Api) {
         let state = crate::api::ApiState {

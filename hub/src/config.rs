@@ -21,8 +21,10 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// RabbitMQ.
     pub bus: BusSettings,
-    /// HL7 v2 MLLP listener.
-    pub mllp: MllpSettings,
+    /// The sources: `[sources.<name>]` sections (or `[[sources]]` entries with a
+    /// `name`), each run by the source kind its `type` names.
+    #[serde(default, deserialize_with = "sources")]
+    pub sources: std::collections::BTreeMap<String, SourceSection>,
     /// What every source adapter accepts.
     pub ingest: IngestSettings,
     /// Router.
@@ -62,29 +64,60 @@ pub struct BusSettings {
     pub quorum_initial_group_size: u16,
 }
 
-/// MLLP listener settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MllpSettings {
-    /// Listen address.
-    pub listen: SocketAddr,
-    /// Largest accepted message in bytes.
-    pub max_message_bytes: usize,
-    /// Close idle connections after this long.
-    #[serde(with = "humantime_serde")]
-    pub idle_timeout: Duration,
-    /// Connections served at once.
-    pub max_connections: usize,
-    /// Connections one sender (IPv4 address, IPv6 /64) may hold at once.
-    pub max_connections_per_peer: usize,
-    /// Close a new connection that has not completed a message after this long.
-    #[serde(with = "humantime_serde")]
-    pub handshake_timeout: Duration,
-    /// Bytes of unanswered messages all connections may buffer together.
-    pub max_bytes_in_flight: usize,
-    /// How long a message waits for room in `max_bytes_in_flight` before `AR`.
-    #[serde(with = "humantime_serde")]
-    pub bytes_in_flight_wait: Duration,
+/// One source: which kind runs it, whether it runs, and that kind's own settings
+/// (which the kind parses and checks; this module does not know them).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SourceSection {
+    /// The source kind, e.g. `mllp`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `false` keeps the section but runs nothing (e.g. to turn off the default MLLP
+    /// listener).
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// Everything else in the section.
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+/// `[[sources]]` entries name themselves; `[sources.<name>]` sections are named by key.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SourcesForm {
+    Named(std::collections::BTreeMap<String, SourceSection>),
+    Listed(Vec<ListedSource>),
+}
+
+#[derive(Deserialize)]
+struct ListedSource {
+    name: Option<String>,
+    #[serde(flatten)]
+    section: SourceSection,
+}
+
+fn sources<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::collections::BTreeMap<String, SourceSection>, D::Error> {
+    match SourcesForm::deserialize(deserializer)? {
+        SourcesForm::Named(named) => Ok(named),
+        SourcesForm::Listed(listed) => {
+            let mut named = std::collections::BTreeMap::new();
+            for (i, entry) in listed.into_iter().enumerate() {
+                let name = entry.name.unwrap_or_else(|| entry.section.kind.clone());
+                if named.insert(name.clone(), entry.section).is_some() {
+                    return Err(serde::de::Error::custom(format!(
+                        "sources[{i}]: a second source named `{name}`; give each `[[sources]]` \
+                         entry its own `name`"
+                    )));
+                }
+            }
+            Ok(named)
+        }
+    }
 }
 
 /// What every source adapter accepts.
@@ -211,7 +244,7 @@ pub enum ConfigError {
     #[error("invalid configuration: `{key}` {problem}")]
     Invalid {
         /// The dotted key, e.g. `delivery.jitter`.
-        key: &'static str,
+        key: String,
         /// What is wrong with it.
         problem: String,
     },
@@ -244,8 +277,8 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, problem: &str| ConfigError::Invalid {
-            key,
+        let invalid = |key: &str, problem: &str| ConfigError::Invalid {
+            key: key.to_owned(),
             problem: problem.to_owned(),
         };
         let scheme = |url: &str| url.split_once(':').map_or("", |(s, _)| s).to_owned();
@@ -281,26 +314,24 @@ impl Settings {
         if self.bus.prefetch == 0 {
             return Err(invalid("bus.prefetch", "must be at least 1"));
         }
-        if self.mllp.max_connections == 0 {
-            return Err(invalid("mllp.max_connections", "must be at least 1"));
-        }
-        if self.mllp.max_message_bytes < 1024 {
-            return Err(invalid("mllp.max_message_bytes", "must be at least 1024"));
-        }
-        if self.mllp.max_connections_per_peer == 0 {
-            return Err(invalid(
-                "mllp.max_connections_per_peer",
-                "must be at least 1",
-            ));
-        }
-        if self.mllp.handshake_timeout.is_zero() {
-            return Err(invalid("mllp.handshake_timeout", "must be longer than 0s"));
-        }
-        if self.mllp.max_bytes_in_flight < 2 * self.mllp.max_message_bytes {
-            return Err(invalid(
-                "mllp.max_bytes_in_flight",
-                "must be at least twice mllp.max_message_bytes (a message's buffer may be up to twice its size while it arrives)",
-            ));
+        for (name, section) in &self.sources {
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_".contains(c));
+            if !valid {
+                return Err(invalid(
+                    &format!("sources.{name}"),
+                    "must be named with lower-case ASCII letters, digits, '-' or '_' \
+                     (the name is what `RENKEI__SOURCES__<NAME>__…` reaches)",
+                ));
+            }
+            if section.kind.is_empty() {
+                return Err(invalid(
+                    &format!("sources.{name}.type"),
+                    "must name a source kind, e.g. `mllp`",
+                ));
+            }
         }
         if self.api.max_body_bytes < 64 * 1024 {
             return Err(invalid(
@@ -395,22 +426,42 @@ mod tests {
     }
 
     #[test]
-    fn a_bytes_in_flight_budget_too_small_for_the_largest_message_is_refused() {
-        let dir = std::env::temp_dir().join(format!("renkei-cfg-mllp-{}", std::process::id()));
+    fn sources_are_named_sections_or_listed_entries() -> Result<(), ConfigError> {
+        let defaults = Settings::load(None)?;
+        let mllp = defaults
+            .sources
+            .get("mllp")
+            .map(|s| (s.kind.as_str(), s.enabled));
+        assert_eq!(mllp, Some(("mllp", true)));
+        let dir = std::env::temp_dir().join(format!("renkei-cfg-src-{}", std::process::id()));
         std::fs::create_dir_all(&dir).ok();
-        let path = dir.join("budget.toml");
+        let path = dir.join("sources.toml");
         std::fs::write(
             &path,
-            "[mllp]\nmax_message_bytes = 4194304\nmax_bytes_in_flight = 4194304\n",
+            "[sources.mllp]\nenabled = false\n[sources.ward-b]\ntype = \"mllp\"\nlisten = \"127.0.0.1:2576\"\n",
         )
         .ok();
+        let named = Settings::load(Some(&path))?.sources;
+        assert_eq!(named.get("mllp").map(|s| s.enabled), Some(false));
+        assert_eq!(
+            named.get("ward-b").and_then(|s| s.settings.get("listen")),
+            Some(&serde_json::json!("127.0.0.1:2576"))
+        );
+        std::fs::write(
+            &path,
+            "[[sources]]\nname = \"ehr\"\ntype = \"mllp\"\nlisten = \"127.0.0.1:2577\"\n",
+        )
+        .ok();
+        let listed = Settings::load(Some(&path))?.sources;
+        assert_eq!(listed.keys().collect::<Vec<_>>(), ["ehr"]);
+        std::fs::write(&path, "[sources.Bad]\ntype = \"mllp\"\n").ok();
         let err = Settings::load(Some(&path)).err().map(|e| e.to_string());
         assert!(
-            err.as_deref().is_some_and(|e| e.contains(
-                "`mllp.max_bytes_in_flight` must be at least twice mllp.max_message_bytes"
-            )),
+            err.as_deref()
+                .is_some_and(|e| e.contains("`sources.bad`") || e.contains("`sources.Bad`")),
             "{err:?}"
         );
+        Ok(())
     }
 
     #[test]

@@ -56,7 +56,7 @@ enum Command {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "mllp,router,delivery,api"
+            default_value = "ingest,router,delivery,api"
         )]
         roles: Vec<Role>,
     },
@@ -73,7 +73,7 @@ enum Command {
         /// Message files (MLLP framing bytes and LF/CRLF segment ends are accepted).
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// The listener; default: mllp.listen of the configuration.
+        /// The listener; default: the `listen` of the first MLLP source of the configuration.
         #[arg(long)]
         to: Option<std::net::SocketAddr>,
         /// How long to wait for each acknowledgement.
@@ -316,7 +316,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Send { files, to, timeout } => {
-            send(&files, to.unwrap_or(settings.mllp.listen), timeout).await
+            let to = to
+                .or_else(|| renkei_hub::ingest::sources::listen_address(&settings, "mllp"))
+                .context("no MLLP source is configured: give --to HOST:PORT")?;
+            send(&files, to, timeout).await
         }
         Command::Migrate => {
             app::connect_store(&settings).await?;

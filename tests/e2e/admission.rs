@@ -29,7 +29,7 @@ async fn a_flood_of_idle_connections_from_one_address_does_not_shut_out_another_
     // The shipped limits (1,024 connections, 64 per sender), with a handshake window
     // long enough that the flood surely holds its connections while the other
     // sender is served on a loaded machine.
-    let env = Env::with_settings(&[("RENKEI__MLLP__HANDSHAKE_TIMEOUT", "15s")]).await?;
+    let env = Env::with_settings(&[("RENKEI__SOURCES__MLLP__HANDSHAKE_TIMEOUT", "15s")]).await?;
     env.start_hub(Roles::MllpOnly).await?;
 
     let mut flood = Vec::with_capacity(FLOOD);

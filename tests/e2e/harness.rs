@@ -339,7 +339,7 @@ impl Env {
                 },
             )
             .env("RENKEI__BUS__PREFIX", &self.prefix)
-            .env("RENKEI__MLLP__LISTEN", self.mllp.to_string())
+            .env("RENKEI__SOURCES__MLLP__LISTEN", self.mllp.to_string())
             .env("RENKEI__API__LISTEN", self.api.to_string())
             .env("RENKEI__DELIVERY__RETRY_SCHEDULE", RETRY_SCHEDULE_ENV)
             .env("RENKEI__DELIVERY__TIMEOUT", "5s")

@@ -32,9 +32,11 @@ pub mod listener;
 pub mod mllp;
 pub mod normalize;
 pub mod parse;
+pub mod source;
 
 pub use charset::{Charset, CharsetError, Decoded, decode};
 pub use header::{MshHeader, message_control_id};
 pub use mllp::{AckCode, AckError, ErrorCode, MllpCodec, MllpError, build_ack};
 pub use normalize::{HANDLED_TRIGGERS, Hl7Normalizer};
 pub use parse::{Delimiters, Field, Message, ParseError, Segment};
+pub use source::{MllpConfig, MllpSource};

@@ -2,8 +2,6 @@
 //! a source hands what it received to an [`IngestSink`] and only acknowledges its
 //! sender according to the [`IngestOutcome`] it gets back.
 
-use std::future::Future;
-
 use crate::event::{CanonicalEvent, SourceFormat};
 
 /// Why an input can never become a canonical event. The sender must fix it; retrying
@@ -83,8 +81,12 @@ pub enum IngestOutcome {
     Unavailable(String),
 }
 
-/// Where sources hand their inputs. Implemented by the hub.
+/// Where sources hand their inputs. Implemented by the hub, and handed to every source
+/// as `Arc<dyn IngestSink>`.
+#[async_trait::async_trait]
 pub trait IngestSink: Send + Sync + 'static {
-    /// Persists, publishes with a confirm, and reports the outcome.
-    fn ingest(&self, input: ReceivedInput) -> impl Future<Output = IngestOutcome> + Send;
+    /// Keeps a refused input with its reason, or dedupes, persists and publishes an
+    /// accepted one with a confirm; then reports the outcome. The source answers its
+    /// sender from that outcome only.
+    async fn ingest(&self, input: ReceivedInput) -> IngestOutcome;
 }

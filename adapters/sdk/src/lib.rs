@@ -2,6 +2,8 @@
 //!
 //! - [`event`]: the canonical event v1 model every adapter produces.
 //! - [`adapter`]: the contract between a source adapter and the hub.
+//! - [`source`]: the [`source::Source`] trait every source kind implements.
+//! - [`conformance`]: checks an event against the facts of a conformance case.
 //!
 //! The JSON Schema of the canonical event is [`EVENT_SCHEMA_V1`].
 
@@ -10,6 +12,7 @@ pub mod conformance;
 pub mod event;
 pub mod plausible;
 pub mod samples;
+pub mod source;
 
 pub use adapter::{
     IngestOutcome, IngestSink, InputSource, NormalizeError, Normalizer, ReceivedInput,

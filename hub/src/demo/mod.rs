@@ -87,12 +87,31 @@ fn free_loopback() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
+/// Where the demo's simulated EHR sends: the MLLP source [`demo_settings`] made.
+fn ehr_address(settings: &Settings) -> std::net::SocketAddr {
+    crate::ingest::sources::listen_address(settings, renkei_hl7v2::listener::ADAPTER)
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 2575)))
+}
+
 /// The demo's settings: the given ones, with the embedded default in `dir`, loopback
 /// listeners and webhooks allowed to loopback.
 fn demo_settings(mut settings: Settings, dir: &std::path::Path) -> anyhow::Result<Settings> {
     settings.database.url = format!("sqlite://{}", dir.join("renkei.db").display());
     settings.bus.url = EMBEDDED_BUS.to_owned();
-    settings.mllp.listen = free_loopback()?;
+    // The demo's own MLLP listener only, whatever sources the configuration names.
+    let mut mllp = serde_json::Map::new();
+    mllp.insert(
+        "listen".to_owned(),
+        serde_json::Value::String(free_loopback()?.to_string()),
+    );
+    settings.sources = std::collections::BTreeMap::from([(
+        renkei_hl7v2::listener::ADAPTER.to_owned(),
+        crate::config::SourceSection {
+            kind: renkei_hl7v2::listener::ADAPTER.to_owned(),
+            enabled: true,
+            settings: mllp,
+        },
+    )]);
     settings.api.listen = free_loopback()?;
     settings.delivery.allowed_destinations = vec!["127.0.0.0/8".parse()?];
     Ok(settings)
@@ -134,7 +153,7 @@ pub async fn run(settings: Settings, options: DemoOptions) -> anyhow::Result<boo
     );
     say!(
         "  hub       MLLP {} · admin API http://{} · database {}",
-        settings.mllp.listen,
+        ehr_address(&settings),
         settings.api.listen,
         settings.database.url
     );
@@ -146,7 +165,7 @@ pub async fn run(settings: Settings, options: DemoOptions) -> anyhow::Result<boo
     }
 
     let shutdown = CancellationToken::new();
-    let roles = [Role::Mllp, Role::Router, Role::Delivery, Role::Api]
+    let roles = [Role::Ingest, Role::Router, Role::Delivery, Role::Api]
         .into_iter()
         .collect();
     let mut hub = tokio::spawn(app::run(settings.clone(), roles, shutdown.clone()));
@@ -190,7 +209,7 @@ async fn wait_until_up(
                 _ => Err(anyhow::anyhow!("the hub stopped before it served")),
             };
         }
-        if tokio::net::TcpStream::connect(settings.mllp.listen)
+        if tokio::net::TcpStream::connect(ehr_address(settings))
             .await
             .is_ok()
         {
@@ -199,7 +218,7 @@ async fn wait_until_up(
         anyhow::ensure!(
             Instant::now() < deadline,
             "the hub did not listen on {} within {STEP_DEADLINE:?}",
-            settings.mllp.listen
+            ehr_address(settings)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -241,7 +260,7 @@ async fn story(
     );
     say!();
 
-    let mut ehr = renkei_hl7v2::client::MllpClient::connect(settings.mllp.listen, STEP_DEADLINE)
+    let mut ehr = renkei_hl7v2::client::MllpClient::connect(ehr_address(settings), STEP_DEADLINE)
         .await
         .context("the simulated EHR cannot connect to the MLLP listener")?;
     let mut audit_cursor = 0;
@@ -439,7 +458,7 @@ async fn keep_running(
     );
     say!(
         "  {renkei} send --to {} hub/src/demo/story/a01_admit_iso2022jp.hl7",
-        settings.mllp.listen
+        ehr_address(settings)
     );
     say!(
         "(the admin API key above was made for this demo; everything is in {})",

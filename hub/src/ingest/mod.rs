@@ -1,6 +1,8 @@
 //! The hub side of the adapter contract: keeps rejected inputs, dedupes resends,
 //! publishes accepted events with a confirm, and only then reports them accepted.
 
+pub mod sources;
+
 use std::sync::Arc;
 
 use renkei_sdk::{IngestOutcome, IngestSink, NormalizeError, ReceivedInput, SourceFormat};
@@ -129,6 +131,7 @@ impl Ingestor {
     }
 }
 
+#[async_trait::async_trait]
 impl IngestSink for Ingestor {
     async fn ingest(&self, input: ReceivedInput) -> IngestOutcome {
         let adapter = input.source.adapter.as_str();

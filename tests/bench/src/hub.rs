@@ -103,12 +103,12 @@ impl Hub {
             .env("RENKEI__DATABASE__URL", &db_url)
             .env("RENKEI__BUS__URL", &bus_url)
             .env("RENKEI__BUS__PREFIX", &prefix)
-            .env("RENKEI__MLLP__LISTEN", mllp.to_string())
+            .env("RENKEI__SOURCES__MLLP__LISTEN", mllp.to_string())
             .env("RENKEI__API__LISTEN", api.to_string())
             .env("RENKEI__LOG__LEVEL", "warn")
             // Every simulated sender connects from this one address.
             .env(
-                "RENKEI__MLLP__MAX_CONNECTIONS_PER_PEER",
+                "RENKEI__SOURCES__MLLP__MAX_CONNECTIONS_PER_PEER",
                 args.senders.max(args.large_messages).to_string(),
             )
             // The receivers listen on loopback, which webhooks may not reach by default.

@@ -1,7 +1,7 @@
 //! `--large-messages N`: N senders each send a message of `--large-bytes` at the same
 //! moment, `--large-rounds` times, resending on `AR` as an EHR does, to show how much
 //! memory the hub takes for large messages in flight (its peak RSS) and that
-//! `mllp.max_bytes_in_flight` bounds it.
+//! `sources.mllp.max_bytes_in_flight` bounds it.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;

@@ -33,7 +33,7 @@ use self::budget::{Budget, FREE_PER_CONNECTION, Share};
 use crate::mllp::{AckCode, AckError, ErrorCode, MllpCodec, MllpError, build_ack};
 use crate::{Hl7Normalizer, MshHeader};
 
-/// Adapter name used in audit rows and rejected-input records.
+/// The source kind (`type = "mllp"`), and the default source name.
 pub const ADAPTER: &str = "mllp";
 
 /// How much room a connection's read buffer is given for each read.
@@ -42,6 +42,8 @@ const READ_CHUNK: usize = 8 * 1024;
 /// Listener settings.
 #[derive(Debug, Clone)]
 pub struct ListenerOptions {
+    /// The source's name, reported as the `adapter` of every input.
+    pub name: String,
     /// Largest message accepted, in bytes; a larger one is answered `AE` and discarded.
     pub max_message_bytes: usize,
     /// A connection that sends nothing for this long after an answer is closed.
@@ -70,7 +72,7 @@ pub struct ListenerOptions {
 pub const FREE_PER_CONNECTION_BYTES: usize = FREE_PER_CONNECTION;
 
 /// Accepts connections until `shutdown`, serving each on its own task.
-pub async fn serve<S: IngestSink>(
+pub async fn serve<S: IngestSink + ?Sized>(
     listener: TcpListener,
     sink: Arc<S>,
     options: ListenerOptions,
@@ -80,7 +82,7 @@ pub async fn serve<S: IngestSink>(
     serve_with_budget(listener, sink, options, budget, shutdown).await;
 }
 
-async fn serve_with_budget<S: IngestSink>(
+async fn serve_with_budget<S: IngestSink + ?Sized>(
     listener: TcpListener,
     sink: Arc<S>,
     options: ListenerOptions,
@@ -138,7 +140,7 @@ async fn serve_with_budget<S: IngestSink>(
     }
 }
 
-struct Connection<S> {
+struct Connection<S: ?Sized> {
     sink: Arc<S>,
     normalizer: Arc<Hl7Normalizer>,
     options: ListenerOptions,
@@ -146,7 +148,7 @@ struct Connection<S> {
     peer: SocketAddr,
 }
 
-impl<S: IngestSink> Connection<S> {
+impl<S: IngestSink + ?Sized> Connection<S> {
     /// Serves one connection until the peer closes it, it stays idle, a transport
     /// error, or `shutdown`.
     ///
@@ -297,7 +299,7 @@ impl<S: IngestSink> Connection<S> {
         let header = MshHeader::parse(&raw).unwrap_or_else(fallback_header);
         let input = ReceivedInput {
             source: InputSource {
-                adapter: ADAPTER.to_owned(),
+                adapter: self.options.name.clone(),
                 peer: self.peer.to_string(),
             },
             raw,
@@ -426,6 +428,7 @@ mod tests {
         }
     }
 
+    #[async_trait::async_trait]
     impl IngestSink for FakeSink {
         async fn ingest(&self, input: ReceivedInput) -> IngestOutcome {
             let outcome = match (&input.normalized, self.mode) {
@@ -453,6 +456,7 @@ mod tests {
     /// The options of most tests: two connections, a roomy budget.
     fn options(max_message_bytes: usize, idle_timeout: Duration) -> ListenerOptions {
         ListenerOptions {
+            name: ADAPTER.to_owned(),
             max_message_bytes,
             idle_timeout,
             handshake_timeout: idle_timeout,
