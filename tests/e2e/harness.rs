@@ -83,7 +83,7 @@ pub fn renkei_bin() -> anyhow::Result<PathBuf> {
 }
 
 /// A loopback address no one listens on right now.
-fn free_addr() -> anyhow::Result<SocketAddr> {
+pub fn free_addr() -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?)
 }

@@ -28,4 +28,5 @@ mod outage;
 mod receiver;
 mod registry;
 mod relay;
+mod sources;
 mod spine;

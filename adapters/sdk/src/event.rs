@@ -530,6 +530,18 @@ impl SourceFormat {
         SourceFormat::Grpc,
     ];
 
+    /// Where an input of this format carries `origin.message_id`, for errors about it
+    /// (`MSH-10`); `None` when it is not one field (a file name, a FHIR Bundle's
+    /// identifier or header, whichever the Bundle type uses).
+    pub fn message_id_location(self) -> Option<&'static str> {
+        match self {
+            SourceFormat::Hl7v2 | SourceFormat::Ssmix2 => Some("MSH-10"),
+            SourceFormat::Fhir | SourceFormat::Csv | SourceFormat::Json | SourceFormat::Grpc => {
+                None
+            }
+        }
+    }
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -5,7 +5,7 @@ pub mod sources;
 
 use std::sync::Arc;
 
-use renkei_sdk::{IngestOutcome, IngestSink, NormalizeError, ReceivedInput, SourceFormat};
+use renkei_sdk::{IngestOutcome, IngestSink, NormalizeError, ReceivedInput};
 
 use crate::audit::AuditEntry;
 use crate::bus::Bus;
@@ -197,9 +197,9 @@ impl IngestSink for Ingestor {
                      the hub neither overwrites nor drops it: give each message its own id",
                     origin.message_id
                 );
-                let error = match origin.format {
-                    SourceFormat::Hl7v2 => NormalizeError::at("MSH-10", reason),
-                    _ => NormalizeError::whole(reason),
+                let error = match origin.format.message_id_location() {
+                    Some(location) => NormalizeError::at(location, reason),
+                    None => NormalizeError::whole(reason),
                 };
                 return self
                     .refuse(adapter, &input.source.peer, error, &input.raw)
