@@ -141,7 +141,9 @@ pub async fn run(
             bus.clone(),
             settings.database.acquire_timeout,
         ));
-        for (name, task) in crate::ingest::sources::start(&settings, ingestor, &shutdown).await? {
+        for (name, task) in
+            crate::ingest::sources::start(&settings, ingestor, store.clone(), &shutdown).await?
+        {
             tasks.spawn(async move {
                 task.await
                     .with_context(|| format!("source `{name}` stopped"))

@@ -94,6 +94,38 @@ impl SourceError {
     }
 }
 
+/// Where a source keeps what it must remember across restarts (how far it has read a
+/// folder or a storage tree), in the hub's database: a value per key, per source name.
+/// A source saves after the inputs it covers were accepted, so a restart neither skips
+/// nor (beyond the ingest's dedupe) resends.
+#[async_trait::async_trait]
+pub trait SourceState: Send + Sync + 'static {
+    /// The value saved under `key` by the source `source`, if any.
+    async fn load(&self, source: &str, key: &str) -> Result<Option<Vec<u8>>, String>;
+    /// Saves `value` under `key`, replacing what was there.
+    async fn save(&self, source: &str, key: &str, value: &[u8]) -> Result<(), String>;
+}
+
+/// A [`SourceState`] in memory, for tests and for sources run without a hub.
+#[derive(Default)]
+pub struct MemoryState {
+    values: std::sync::Mutex<std::collections::BTreeMap<(String, String), Vec<u8>>>,
+}
+
+#[async_trait::async_trait]
+impl SourceState for MemoryState {
+    async fn load(&self, source: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let values = self.values.lock().map_err(|e| e.to_string())?;
+        Ok(values.get(&(source.to_owned(), key.to_owned())).cloned())
+    }
+
+    async fn save(&self, source: &str, key: &str, value: &[u8]) -> Result<(), String> {
+        let mut values = self.values.lock().map_err(|e| e.to_string())?;
+        values.insert((source.to_owned(), key.to_owned()), value.to_vec());
+        Ok(())
+    }
+}
+
 /// What the hub gives a source it builds.
 #[non_exhaustive]
 pub struct SourceContext {
@@ -106,6 +138,8 @@ pub struct SourceContext {
     pub shutdown: CancellationToken,
     /// Times the normalisers accept (`ingest.*` settings).
     pub time_window: TimeWindow,
+    /// Where the source keeps its progress.
+    pub state: Arc<dyn SourceState>,
 }
 
 impl SourceContext {
@@ -115,12 +149,14 @@ impl SourceContext {
         sink: Arc<dyn IngestSink>,
         shutdown: CancellationToken,
         time_window: TimeWindow,
+        state: Arc<dyn SourceState>,
     ) -> Self {
         Self {
             name: name.into(),
             sink,
             shutdown,
             time_window,
+            state,
         }
     }
 }

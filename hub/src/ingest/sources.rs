@@ -6,10 +6,11 @@
 use std::sync::Arc;
 
 use renkei_sdk::IngestSink;
-use renkei_sdk::source::{AnySource, RunningSource, SourceContext};
+use renkei_sdk::source::{AnySource, RunningSource, SourceContext, SourceState};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::store::IngestStore;
 
 /// Every source kind, by its `type`.
 pub fn kinds() -> Vec<Box<dyn AnySource>> {
@@ -67,6 +68,7 @@ pub fn check(settings: &Settings) -> anyhow::Result<()> {
 pub async fn start(
     settings: &Settings,
     sink: Arc<dyn IngestSink>,
+    store: Arc<dyn IngestStore>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Vec<(String, RunningSource)>> {
     let mut running = Vec::new();
@@ -81,6 +83,7 @@ pub async fn start(
             sink.clone(),
             shutdown.clone(),
             settings.ingest.time_window(),
+            Arc::new(StoredState(store.clone())),
         );
         let task = kind
             .build(values, context)
@@ -89,6 +92,26 @@ pub async fn start(
         running.push((name, task));
     }
     Ok(running)
+}
+
+/// Sources' progress in the hub's database (`source_state`).
+struct StoredState(Arc<dyn IngestStore>);
+
+#[async_trait::async_trait]
+impl SourceState for StoredState {
+    async fn load(&self, source: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.0
+            .load_source_state(source, key)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn save(&self, source: &str, key: &str, value: &[u8]) -> Result<(), String> {
+        self.0
+            .save_source_state(source, key, value)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// The `listen` address of the first enabled source of `kind`, for commands that talk

@@ -278,6 +278,19 @@ pub trait IngestStore: Send + Sync {
     async fn mark_published(&self, marks: &[PublishMark]) -> Result<(), StoreError>;
     /// Keeps a refused input (raw bytes and reason) and audits it; returns its id.
     async fn record_rejection(&self, rejection: Rejection<'_>) -> Result<Uuid, StoreError>;
+    /// What the source `source` saved under `key`, if anything.
+    async fn load_source_state(
+        &self,
+        source: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Saves a source's value under `key`, replacing the one before.
+    async fn save_source_state(
+        &self,
+        source: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError>;
 }
 
 /// A subscriber who might receive an event.

@@ -83,6 +83,16 @@ impl TestDb {
         })
     }
 
+    /// Another store on the same database, as a restarted hub opens it.
+    pub async fn reopen(&self) -> anyhow::Result<Arc<dyn Store>> {
+        let settings = DatabaseSettings {
+            url: self.url.clone(),
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(10),
+        };
+        Ok(renkei_hub::store::open(&settings).await?)
+    }
+
     /// Runs one statement on a connection of its own (tampering, inspection).
     pub async fn execute(&self, sql: &str) -> anyhow::Result<()> {
         let sql = sqlx::AssertSqlSafe(sql.to_owned());

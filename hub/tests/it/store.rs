@@ -559,6 +559,40 @@ async fn a_duplicate_copy_of_a_delivery_job_finishing_second_records_nothing(
     db.drop_db().await
 }
 
+/// A source's progress is kept per source and key, the last save wins, and it outlives
+/// the store that saved it (a restart reads it back).
+async fn source_progress_is_kept_per_source_and_replaced_by_the_last_save(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let db = TestDb::on(backend).await?;
+    let store = db.store.as_ref();
+    assert_eq!(store.load_source_state("ss-mix2", "snapshot").await?, None);
+    store
+        .save_source_state("ss-mix2", "snapshot", b"first")
+        .await?;
+    store
+        .save_source_state("ss-mix2", "snapshot", b"\x00second\xff")
+        .await?;
+    store
+        .save_source_state("drop", "snapshot", b"other")
+        .await?;
+    assert_eq!(
+        store.load_source_state("ss-mix2", "snapshot").await?,
+        Some(b"\x00second\xff".to_vec())
+    );
+    assert_eq!(
+        store.load_source_state("drop", "snapshot").await?,
+        Some(b"other".to_vec())
+    );
+    assert_eq!(store.load_source_state("drop", "other-key").await?, None);
+    let reopened = db.reopen().await?;
+    assert_eq!(
+        reopened.load_source_state("ss-mix2", "snapshot").await?,
+        Some(b"\x00second\xff".to_vec())
+    );
+    db.drop_db().await
+}
+
 /// One test per case and backend: `postgres::<case>` and `sqlite::<case>`.
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
@@ -588,4 +622,5 @@ contract!(
     a_reused_message_id_with_other_bytes_is_told_apart_from_a_resend,
     a_redelivered_event_hands_on_its_unfinished_deliveries_including_waiting_retries,
     a_duplicate_copy_of_a_delivery_job_finishing_second_records_nothing,
+    source_progress_is_kept_per_source_and_replaced_by_the_last_save,
 );

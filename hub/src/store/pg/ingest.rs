@@ -162,4 +162,36 @@ impl IngestStore for PgStore {
         tx.commit().await?;
         Ok(id)
     }
+
+    async fn load_source_state(
+        &self,
+        source: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM source_state WHERE source = $1 AND key = $2")
+                .bind(source)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn save_source_state(
+        &self,
+        source: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO source_state (source, key, value) VALUES ($1, $2, $3)
+             ON CONFLICT (source, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+        )
+        .bind(source)
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }

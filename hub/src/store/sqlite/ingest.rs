@@ -123,4 +123,40 @@ impl IngestStore for SqliteStore {
         tx.commit().await?;
         Ok(id)
     }
+
+    async fn load_source_state(
+        &self,
+        source: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM source_state WHERE source = ? AND key = ?")
+                .bind(source)
+                .bind(key)
+                .fetch_optional(&self.read)
+                .await?,
+        )
+    }
+
+    async fn save_source_state(
+        &self,
+        source: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO source_state (source, key, value, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (source, key) DO UPDATE SET value = excluded.value,
+                                                     updated_at = excluded.updated_at",
+        )
+        .bind(source)
+        .bind(key)
+        .bind(value)
+        .bind(Utc::now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
