@@ -12,7 +12,6 @@ use renkei_hub::config::{LogFormat, Settings};
 use renkei_hub::delivery::destination::DestinationPolicy;
 use renkei_hub::registry::document::{ChangeAction, RegistryDocument};
 use renkei_hub::store::DeliveryFilter;
-use renkei_sdk::Normalizer;
 use tokio_util::sync::CancellationToken;
 
 /// Renkei: medical–long-term-care data linkage hub.
@@ -60,11 +59,15 @@ enum Command {
         )]
         roles: Vec<Role>,
     },
-    /// Print the canonical event for a source message (exit 0), or the error with the
-    /// segment/field at fault (exit 2). Needs no broker or database.
+    /// Print the canonical event for a source file (exit 0), or the error with the
+    /// place at fault (exit 2). The format is recognised from the file's name and first
+    /// bytes, or given with --format. Needs no broker or database.
     Normalize {
-        /// The message file (HL7 v2; MLLP framing bytes are accepted).
+        /// The file: an HL7 v2 message (MLLP framing bytes are accepted), …
         file: PathBuf,
+        /// The file's format instead of recognising it (see the error for the names).
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Send HL7 v2 message files to an MLLP listener, one after another on one
     /// connection, and print each acknowledgement. Exit 0 when every message got AA, 1
@@ -191,9 +194,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::Normalize { file } = &cli.command {
+    if let Command::Normalize { file, format } = &cli.command {
         // No servers: the configuration only sets what the normaliser accepts.
-        return normalize(file, settings.ingest.time_window());
+        return normalize(file, format.as_deref(), &settings.ingest.time_window());
     }
     if matches!(cli.command, Command::Demo { .. }) {
         // The story is the output: the hub's own logs only when something is wrong.
@@ -218,7 +221,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn normalize(file: &PathBuf, window: renkei_sdk::TimeWindow) -> ExitCode {
+fn normalize(file: &PathBuf, format: Option<&str>, window: &renkei_sdk::TimeWindow) -> ExitCode {
+    use renkei_hub::ingest::formats;
     let raw = match std::fs::read(file) {
         Ok(raw) => raw,
         Err(e) => {
@@ -226,29 +230,53 @@ fn normalize(file: &PathBuf, window: renkei_sdk::TimeWindow) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Accept a captured MLLP frame as well as a bare message.
-    let message = raw
-        .strip_prefix(b"\x0b")
-        .map(|m| {
-            m.strip_suffix(b"\x1c\r")
-                .or_else(|| m.strip_suffix(b"\x1c"))
-                .unwrap_or(m)
-        })
-        .unwrap_or(&raw);
-    match renkei_hl7v2::Hl7Normalizer::with_time_window(window).normalize(message) {
-        Ok(event) => match serde_json::to_string_pretty(&event) {
-            Ok(json) => {
-                let _ = writeln!(std::io::stdout(), "{json}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: cannot print the event: {e}");
-                ExitCode::FAILURE
-            }
-        },
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let all = formats::file_formats();
+    let chosen = match format {
+        Some(wanted) => all.iter().find(|f| f.name() == wanted).map(AsRef::as_ref),
+        None => renkei_sdk::file::sniff(&all, &name, &raw),
+    };
+    let Some(chosen) = chosen else {
+        let known = formats::names().join(", ");
+        match format {
+            Some(wanted) => eprintln!("error: `{wanted}` is not a format (known: {known})"),
+            None => eprintln!(
+                "error: {}: not a format the hub reads (known: {known}); give --format if it is one",
+                file.display()
+            ),
+        }
+        return ExitCode::from(2);
+    };
+    let events = match chosen.read(&name, &raw, window) {
+        Ok(events) => events,
         Err(e) => {
-            eprintln!("error: {}: {e}", file.display());
-            ExitCode::from(2)
+            eprintln!("error: {} ({}): {e}", file.display(), chosen.name());
+            return ExitCode::from(2);
+        }
+    };
+    let printed = match events.as_slice() {
+        [] => {
+            eprintln!(
+                "{}: no event ({} file with nothing to publish)",
+                file.display(),
+                chosen.name()
+            );
+            return ExitCode::SUCCESS;
+        }
+        [event] => serde_json::to_string_pretty(event),
+        several => serde_json::to_string_pretty(several),
+    };
+    match printed {
+        Ok(json) => {
+            let _ = writeln!(std::io::stdout(), "{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot print the event: {e}");
+            ExitCode::FAILURE
         }
     }
 }

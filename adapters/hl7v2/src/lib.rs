@@ -27,6 +27,7 @@
 pub mod charset;
 pub mod client;
 mod dtm;
+pub mod file;
 pub mod header;
 pub mod listener;
 pub mod mllp;
@@ -35,6 +36,7 @@ pub mod parse;
 pub mod source;
 
 pub use charset::{Charset, CharsetError, Decoded, decode};
+pub use file::Hl7File;
 pub use header::{MshHeader, message_control_id};
 pub use mllp::{AckCode, AckError, ErrorCode, MllpCodec, MllpError, build_ack};
 pub use normalize::{HANDLED_TRIGGERS, Hl7Normalizer};

@@ -3,6 +3,7 @@
 //! - [`event`]: the canonical event v1 model every adapter produces.
 //! - [`adapter`]: the contract between a source adapter and the hub.
 //! - [`source`]: the [`source::Source`] trait every source kind implements.
+//! - [`file`]: [`file::FileFormat`], a kind of file inputs arrive as.
 //! - [`conformance`]: checks an event against the facts of a conformance case.
 //!
 //! The JSON Schema of the canonical event is [`EVENT_SCHEMA_V1`].
@@ -10,6 +11,7 @@
 pub mod adapter;
 pub mod conformance;
 pub mod event;
+pub mod file;
 pub mod plausible;
 pub mod samples;
 pub mod source;

@@ -1,6 +1,7 @@
 //! The hub side of the adapter contract: keeps rejected inputs, dedupes resends,
 //! publishes accepted events with a confirm, and only then reports them accepted.
 
+pub mod formats;
 pub mod sources;
 
 use std::sync::Arc;
