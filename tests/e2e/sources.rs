@@ -56,3 +56,59 @@ async fn a_second_named_source_runs_beside_the_default_and_records_its_name() ->
     assert_eq!(adapters, ["ward_b"]);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_file_dropped_in_a_facility_folder_reaches_the_consented_office_and_a_bad_one_is_kept_aside()
+-> anyhow::Result<()> {
+    let env = Env::new().await?;
+    let receiver = crate::receiver::Receiver::start().await?;
+    crate::registry::single_office(&env, &receiver).await?;
+    let folder = tempfile::tempdir()?;
+    let drop = folder.path().to_string_lossy().into_owned();
+    env.set("RENKEI__SOURCES__WARD_DROP__TYPE", "file_drop");
+    env.set("RENKEI__SOURCES__WARD_DROP__FOLDER", &drop);
+    env.set(
+        "RENKEI__SOURCES__WARD_DROP__FACILITY",
+        crate::registry::HOSPITAL,
+    );
+    env.set("RENKEI__SOURCES__WARD_DROP__POLL_INTERVAL", "50ms");
+    env.set("RENKEI__SOURCES__WARD_DROP__SETTLE", "100ms");
+    env.start_hub(Roles::All).await?;
+
+    // Written under an upload name, then renamed into place, as SFTP clients do.
+    let part = folder.path().join("admit.hl7.part");
+    std::fs::write(&part, conformance(ADMIT)?)?;
+    std::fs::rename(&part, folder.path().join("admit.hl7"))?;
+    std::fs::write(
+        folder.path().join("unknown.hl7"),
+        conformance("bad/unknown_event.hl7")?,
+    )?;
+
+    let got = crate::spine::acknowledged(&env, &receiver, 1).await?;
+    assert_eq!(got[0].event_type(), "inpatient.admitted");
+    env.eventually("the admission archived", || async {
+        Ok(folder
+            .path()
+            .join("archive/admit.hl7")
+            .is_file()
+            .then_some(()))
+    })
+    .await?;
+    let reason = env
+        .eventually("the refusal kept aside", || async {
+            Ok(std::fs::read_to_string(folder.path().join("rejected/unknown.hl7.reason.txt")).ok())
+        })
+        .await?;
+    assert!(reason.contains("MSH-9"), "{reason}");
+    let kept = sqlx::query("SELECT adapter, peer, raw FROM rejected_inputs")
+        .fetch_all(&env.db)
+        .await?;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].try_get::<String, _>("adapter")?, "ward_drop");
+    assert_eq!(kept[0].try_get::<String, _>("peer")?, "unknown.hl7");
+    assert_eq!(
+        kept[0].try_get::<Vec<u8>, _>("raw")?,
+        conformance("bad/unknown_event.hl7")?
+    );
+    Ok(())
+}

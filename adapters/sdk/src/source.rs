@@ -200,6 +200,25 @@ pub trait AnySource: Send + Sync {
     ) -> Result<RunningSource, SourceError>;
 }
 
+/// Deserialises a 10-digit facility code from a string, or from the number an
+/// environment variable becomes when the configuration parses it (`0112345678` would be
+/// read as 112345678): numbers are written back with their leading zeros. Use it as
+/// `#[serde(deserialize_with = "renkei_sdk::source::facility_code")]`.
+pub fn facility_code<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<String, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Code {
+        Text(String),
+        Number(u64),
+    }
+    match <Code as serde::Deserialize>::deserialize(deserializer)? {
+        Code::Text(text) => Ok(text),
+        Code::Number(n) => Ok(format!("{n:010}")),
+    }
+}
+
 fn parse<C: DeserializeOwned>(settings: serde_json::Value) -> Result<C, SourceError> {
     serde_json::from_value(settings).map_err(|e| {
         // serde names the field in its message ("unknown field `lisen`, expected …").

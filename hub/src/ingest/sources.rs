@@ -14,7 +14,12 @@ use crate::store::IngestStore;
 
 /// Every source kind, by its `type`.
 pub fn kinds() -> Vec<Box<dyn AnySource>> {
-    vec![Box::new(renkei_hl7v2::MllpSource)]
+    vec![
+        Box::new(renkei_hl7v2::MllpSource),
+        Box::new(renkei_filedrop::FileDropSource::new(
+            super::formats::file_formats(),
+        )),
+    ]
 }
 
 fn kind_named(kind: &str) -> anyhow::Result<Box<dyn AnySource>> {
@@ -139,7 +144,7 @@ mod tests {
         let err = check(&settings).err().map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
-            Some("sources.mllp: `telex` is not a source kind (known: mllp)")
+            Some("sources.mllp: `telex` is not a source kind (known: mllp, file_drop)")
         );
         Ok(())
     }
