@@ -260,6 +260,26 @@ impl AdminStore for GuardedAdmin {
     ) -> Result<Vec<DeliverySummary>, StoreError> {
         AdminStore::list_deliveries(self.store.as_ref(), filter).await
     }
+    async fn list_rejected(
+        &self,
+        filter: &crate::store::RejectedFilter,
+    ) -> Result<Vec<crate::store::RejectedSummary>, StoreError> {
+        AdminStore::list_rejected(self.store.as_ref(), filter).await
+    }
+    async fn rejected_input(
+        &self,
+        id: uuid::Uuid,
+    ) -> Result<Option<crate::store::RejectedInput>, StoreError> {
+        AdminStore::rejected_input(self.store.as_ref(), id).await
+    }
+    async fn mark_rejected_replayed(
+        &self,
+        id: uuid::Uuid,
+        event: uuid::Uuid,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        AdminStore::mark_rejected_replayed(self.store.as_ref(), id, event, actor).await
+    }
     async fn create_api_key(&self, name: &str, key_sha256: &[u8]) -> Result<String, StoreError> {
         AdminStore::create_api_key(self.store.as_ref(), name, key_sha256).await
     }

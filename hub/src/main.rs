@@ -95,11 +95,63 @@ enum Command {
         #[command(subcommand)]
         command: DeliveriesCommand,
     },
+    /// Inputs the hub refused (kept with their bytes and reason): list, show, replay.
+    Rejected {
+        #[command(subcommand)]
+        command: RejectedCommand,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum RejectedCommand {
+    /// Refused inputs, newest first: id, time, source, sender, where and why.
+    List {
+        /// Only those of this source (its name, e.g. `mllp`).
+        #[arg(long)]
+        source: Option<String>,
+        /// Only those received at or after this time (RFC 3339, e.g. 2025-04-10T00:00:00+09:00).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::FixedOffset>>,
+        /// Only those replayed (`yes`) or not yet replayed (`no`).
+        #[arg(long)]
+        replayed: Option<YesNo>,
+        /// At most this many (1–1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        limit: i64,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One refused input: its details, or with --raw its bytes exactly as received
+    /// (to fix and replay; they hold patient data, and the read is audited).
+    Show {
+        /// Its id.
+        id: uuid::Uuid,
+        /// Write the bytes to standard output instead of the details.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Send a refused input through the normal path again, as kept or fixed (--file):
+    /// once accepted it is marked replayed and is not replayed twice. Refused again,
+    /// it is kept as a new refused input with the new reason (exit 2).
+    Replay {
+        /// Its id.
+        id: uuid::Uuid,
+        /// The fixed input to send in its place.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum YesNo {
+    Yes,
+    No,
 }
 
 #[derive(Subcommand)]
@@ -356,6 +408,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
         }
         Command::Admin { command } => admin(command, &settings).await,
         Command::Deliveries { command } => deliveries(command, &settings).await,
+        Command::Rejected { command } => rejected(command, &settings).await,
         Command::Audit {
             command: AuditCommand::Anchor { from },
         } => anchor(&settings, &from).await,
@@ -523,6 +576,130 @@ async fn anchor(settings: &Settings, from: &str) -> anyhow::Result<ExitCode> {
         "anchored: this database's audit log now records the chain of {shown} ({rows} rows, head seq {seq}, hash {hash})"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+async fn rejected(command: RejectedCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
+    use renkei_hub::ingest::replay::{ReplayOutcome, replay_rejected};
+    use renkei_hub::store::RejectedFilter;
+    match command {
+        RejectedCommand::List {
+            source,
+            since,
+            replayed,
+            limit,
+            json,
+        } => {
+            let store = app::connect_store(settings).await?;
+            let filter = RejectedFilter {
+                source,
+                since: since.map(|t| t.to_utc()),
+                replayed: replayed.map(|r| matches!(r, YesNo::Yes)),
+                limit: Some(limit),
+            };
+            let found = store.list_rejected(&filter).await?;
+            if json {
+                for r in &found {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:36}  {:20}  {:12}  {:24}  {:8}  where: why",
+                "id", "received", "source", "sender", "replayed"
+            );
+            for r in found {
+                println!(
+                    "{}  {:20}  {:12}  {:24}  {:8}  {}{}",
+                    r.id,
+                    r.received_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    r.source,
+                    r.peer,
+                    if r.replayed_at.is_some() { "yes" } else { "no" },
+                    r.location.map(|l| format!("{l}: ")).unwrap_or_default(),
+                    r.reason
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RejectedCommand::Show { id, raw } => {
+            let store = app::connect_store(settings).await?;
+            let Some(kept) = store.rejected_input(id).await? else {
+                eprintln!("error: no refused input has the id {id}");
+                return Ok(ExitCode::from(2));
+            };
+            if raw {
+                store
+                    .audit(vec![
+                        renkei_hub::audit::AuditEntry::new("cli", "rejected.read", "shown")
+                            .detail(serde_json::json!({ "rejected_input": id })),
+                    ])
+                    .await?;
+                std::io::stdout().write_all(&kept.raw)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("{}", serde_json::to_string_pretty(&kept.summary)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        RejectedCommand::Replay { id, file } => {
+            let fixed = match &file {
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let (store, bus) = app::connect(settings).await.map_err(|e| {
+                if matches!(
+                    e.downcast_ref::<renkei_hub::bus::BusError>(),
+                    Some(renkei_hub::bus::BusError::InUse { .. })
+                ) {
+                    e.context(
+                        "with the embedded bus, a running hub holds the queue: replay through \
+                         its admin API (POST /v1/rejected/{id}/replay), or stop it first",
+                    )
+                } else {
+                    e
+                }
+            })?;
+            let ingestor = renkei_hub::ingest::Ingestor::new(
+                store.clone(),
+                bus,
+                settings.database.acquire_timeout,
+            );
+            let window = settings.ingest.time_window();
+            let outcome =
+                replay_rejected(store.as_ref(), &ingestor, id, fixed, &window, "cli").await?;
+            renkei_hub::store::seal_all(store.as_ref()).await?;
+            store.close().await;
+            match outcome {
+                ReplayOutcome::Accepted { events } => {
+                    for event in events {
+                        println!("accepted as event {event}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                ReplayOutcome::AlreadyReplayed { event } => {
+                    eprintln!(
+                        "error: {id} was replayed before{}",
+                        event.map(|e| format!(", as event {e}")).unwrap_or_default()
+                    );
+                    Ok(ExitCode::from(2))
+                }
+                ReplayOutcome::NotFound => {
+                    eprintln!("error: no refused input has the id {id}");
+                    Ok(ExitCode::from(2))
+                }
+                ReplayOutcome::Refused(error) => {
+                    eprintln!("refused again (kept with the new reason): {error}");
+                    Ok(ExitCode::from(2))
+                }
+                ReplayOutcome::Unavailable(why) => {
+                    eprintln!("error: the hub cannot take it now ({why}); try again");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
 }
 
 async fn deliveries(command: DeliveriesCommand, settings: &Settings) -> anyhow::Result<ExitCode> {

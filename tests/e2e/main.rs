@@ -27,6 +27,7 @@ mod mllp;
 mod outage;
 mod receiver;
 mod registry;
+mod rejected;
 mod relay;
 mod sources;
 mod spine;

@@ -2,6 +2,7 @@
 //! publishes accepted events with a confirm, and only then reports them accepted.
 
 pub mod formats;
+pub mod replay;
 pub mod sources;
 
 use std::sync::Arc;

@@ -594,6 +594,53 @@ pub struct DeliveryFilter {
     pub limit: Option<i64>,
 }
 
+/// Filter for refused inputs.
+#[derive(Debug, Clone, Default)]
+pub struct RejectedFilter {
+    /// Only those of this source (its name, e.g. `mllp`).
+    pub source: Option<String>,
+    /// Only those received at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only those replayed (`true`) or not yet replayed (`false`).
+    pub replayed: Option<bool>,
+    /// At most this many (default 100, max 1000), newest first.
+    pub limit: Option<i64>,
+}
+
+/// A refused input, without its bytes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct RejectedSummary {
+    /// Its id (also in the log line and the audit row of the refusal).
+    pub id: Uuid,
+    /// The source that received it (`adapter` in the audit log).
+    pub source: String,
+    /// The sender as the source knows it (address, file name).
+    pub peer: String,
+    /// When it was refused.
+    pub received_at: DateTime<Utc>,
+    /// Where in the input the problem is (`PID-3`, `row 2, column 生年月日`), if known.
+    pub location: Option<String>,
+    /// Why it was refused.
+    pub reason: String,
+    /// SHA-256 of the bytes, lower-case hex.
+    pub raw_sha256: String,
+    /// Size of the bytes kept.
+    pub raw_bytes: i64,
+    /// When it was replayed, if it was.
+    pub replayed_at: Option<DateTime<Utc>>,
+    /// The event the replay became.
+    pub replayed_event: Option<Uuid>,
+}
+
+/// A refused input with its bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedInput {
+    /// Everything but the bytes.
+    pub summary: RejectedSummary,
+    /// The bytes exactly as received.
+    pub raw: Vec<u8>,
+}
+
 /// Registry, API-key and read-side persistence for operators.
 #[async_trait]
 pub trait AdminStore: Send + Sync {
@@ -610,6 +657,21 @@ pub trait AdminStore: Send + Sync {
         &self,
         filter: &DeliveryFilter,
     ) -> Result<Vec<DeliverySummary>, StoreError>;
+    /// Refused inputs, newest first.
+    async fn list_rejected(
+        &self,
+        filter: &RejectedFilter,
+    ) -> Result<Vec<RejectedSummary>, StoreError>;
+    /// One refused input with its bytes.
+    async fn rejected_input(&self, id: Uuid) -> Result<Option<RejectedInput>, StoreError>;
+    /// Records that a refused input was replayed as `event` and audits it; `false` (and
+    /// nothing recorded) when it was replayed before.
+    async fn mark_rejected_replayed(
+        &self,
+        id: Uuid,
+        event: Uuid,
+        actor: &str,
+    ) -> Result<bool, StoreError>;
     /// Stores a new API key's hash; returns its id.
     async fn create_api_key(&self, name: &str, key_sha256: &[u8]) -> Result<String, StoreError>;
     /// The key id for a key hash, if the key exists and is not revoked.
@@ -647,6 +709,13 @@ pub async fn seal_all(store: &(impl AdminStore + ?Sized)) -> Result<usize, Store
             return Ok(total);
         }
     }
+}
+
+/// The audit entry of a refused input replayed as `event`.
+pub(crate) fn rejected_replay_audit(actor: &str, id: Uuid, event: Uuid) -> AuditEntry {
+    AuditEntry::new(actor, "rejected.replay", "accepted")
+        .event(event)
+        .detail(serde_json::json!({ "rejected_input": id }))
 }
 
 /// Every store trait; what `renkei up` wires together.

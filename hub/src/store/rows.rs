@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use std::collections::HashMap;
 
-use super::{DeliveryJob, DeliverySummary, StoreError, corrupt};
+use super::{DeliveryJob, DeliverySummary, RejectedSummary, StoreError, corrupt};
 use crate::audit::{AuditEntry, AuditRow};
 use crate::registry::{CareRelationship, Consent, Endpoint, Facility, Participant, Subscription};
 
@@ -53,6 +53,30 @@ where
         entry: audit_entry(row)?,
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
+    })
+}
+
+/// A refused input's row, without its bytes (`raw_bytes` is their length).
+pub(crate) fn rejected_summary<'r, R>(row: &'r R) -> Result<RejectedSummary, StoreError>
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    String: Column<'r, R>,
+    i64: Column<'r, R>,
+    Uuid: Column<'r, R>,
+    DateTime<Utc>: Column<'r, R>,
+{
+    Ok(RejectedSummary {
+        id: row.try_get("id")?,
+        source: row.try_get("adapter")?,
+        peer: row.try_get("peer")?,
+        received_at: row.try_get("received_at")?,
+        location: row.try_get("location")?,
+        reason: row.try_get("reason")?,
+        raw_sha256: row.try_get("raw_sha256")?,
+        raw_bytes: row.try_get("raw_bytes")?,
+        replayed_at: row.try_get("replayed_at")?,
+        replayed_event: row.try_get("replayed_event")?,
     })
 }
 

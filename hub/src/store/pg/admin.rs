@@ -4,7 +4,10 @@ use async_trait::async_trait;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::super::{AdminStore, DeliveryFilter, DeliveryStatus, DeliverySummary, StoreError, rows};
+use super::super::{
+    AdminStore, DeliveryFilter, DeliveryStatus, DeliverySummary, RejectedFilter, RejectedInput,
+    RejectedSummary, StoreError, rows,
+};
 use super::audit::append_audit;
 use super::{PgStore, consent_from_row};
 use crate::audit::{AuditEntry, AuditRow};
@@ -332,6 +335,73 @@ impl AdminStore for PgStore {
         .fetch_all(&self.pool)
         .await?;
         found.iter().map(rows::delivery_summary).collect()
+    }
+
+    async fn list_rejected(
+        &self,
+        filter: &RejectedFilter,
+    ) -> Result<Vec<RejectedSummary>, StoreError> {
+        let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
+        let found = sqlx::query(
+            "SELECT id, adapter, peer, received_at, location, reason, raw_sha256, CAST(octet_length(raw) AS BIGINT) AS raw_bytes, replayed_at, replayed_event
+             FROM rejected_inputs
+             WHERE ($1::text IS NULL OR adapter = $1)
+               AND ($2::timestamptz IS NULL OR received_at >= $2)
+               AND ($3::boolean IS NULL OR (replayed_at IS NOT NULL) = $3)
+             ORDER BY received_at DESC, id DESC
+             LIMIT $4",
+        )
+        .bind(filter.source.as_deref())
+        .bind(filter.since)
+        .bind(filter.replayed)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        found.iter().map(rows::rejected_summary).collect()
+    }
+
+    async fn rejected_input(&self, id: Uuid) -> Result<Option<RejectedInput>, StoreError> {
+        let found = sqlx::query("SELECT id, adapter, peer, received_at, location, reason, raw_sha256, CAST(octet_length(raw) AS BIGINT) AS raw_bytes, replayed_at, replayed_event, raw FROM rejected_inputs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        found
+            .map(|row| {
+                Ok(RejectedInput {
+                    summary: rows::rejected_summary(&row)?,
+                    raw: row.try_get("raw")?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn mark_rejected_replayed(
+        &self,
+        id: Uuid,
+        event: Uuid,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let marked = sqlx::query(
+            "UPDATE rejected_inputs SET replayed_at = now(), replayed_event = $2
+             WHERE id = $1 AND replayed_at IS NULL",
+        )
+        .bind(id)
+        .bind(event)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if marked {
+            append_audit(
+                &mut tx,
+                vec![super::super::rejected_replay_audit(actor, id, event)],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.seal_soon().await;
+        Ok(marked)
     }
 
     async fn create_api_key(&self, name: &str, key_sha256: &[u8]) -> Result<String, StoreError> {
