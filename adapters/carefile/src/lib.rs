@@ -32,6 +32,7 @@
 mod admission_json;
 mod care_csv;
 pub mod careplan;
+pub mod file;
 mod form;
 mod ms932;
 mod names;
@@ -41,6 +42,7 @@ mod text;
 pub use admission_json::AdmissionInfoJsonNormalizer;
 pub use care_csv::CareCsvNormalizer;
 pub use careplan::{CarePlanFile, CarePlanSet};
+pub use file::{AdmissionInfoJsonFile, CareCsvFile};
 pub use form::{CareLayout, Column, ColumnKind, LTC_INSURED_SYSTEM_PREFIX, ltc_insured_system};
 pub use ms932::{EncodingError, decode_ms932};
 pub use names::CareFileName;

@@ -52,6 +52,7 @@
 mod bundle;
 pub mod document;
 mod encounter;
+pub mod file;
 mod json;
 pub mod message;
 mod normalize;
@@ -60,6 +61,7 @@ mod resources;
 mod text;
 mod time;
 
+pub use file::FhirFile;
 pub use normalize::FhirNormalizer;
 pub use outcome::{FhirErrorKind, classify, operation_outcome};
 pub use resources::{LTC_OFFICE_SYSTEM, MEDICAL_INSTITUTION_SYSTEM, NAME_REPRESENTATION};

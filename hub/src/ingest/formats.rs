@@ -8,7 +8,12 @@ use renkei_sdk::file::FileFormat;
 /// Every file format, most specific first (a format that recognises by content before
 /// one that trusts a file-name extension).
 pub fn file_formats() -> Vec<Box<dyn FileFormat>> {
-    vec![Box::new(renkei_hl7v2::Hl7File)]
+    vec![
+        Box::new(renkei_hl7v2::Hl7File),
+        Box::new(renkei_carefile::AdmissionInfoJsonFile),
+        Box::new(renkei_carefile::CareCsvFile),
+        Box::new(renkei_fhir::FhirFile),
+    ]
 }
 
 /// The names of every format, for messages.
