@@ -112,3 +112,130 @@ async fn a_file_dropped_in_a_facility_folder_reaches_the_consented_office_and_a_
     );
     Ok(())
 }
+
+/// A care office's region: the office exports files; the hospital's discharge-support
+/// ward receives them; the patient is known by their long-term-care insurance number.
+const CARE_OFFICE: &str = "1379999999";
+
+fn care_region(receiver: &crate::receiver::Receiver) -> String {
+    let hospital = crate::registry::HOSPITAL;
+    format!(
+        r#"
+[[facilities]]
+code = "{hospital}"
+name = "Kakuu General Hospital"
+kind = "hospital"
+
+[[facilities]]
+code = "{CARE_OFFICE}"
+name = "Kakuu care office"
+kind = "care_management"
+
+[[participants]]
+id = "ward"
+facility = "{hospital}"
+name = "Discharge support"
+
+[[endpoints]]
+participant = "ward"
+name = "main"
+url = "{url}"
+secrets = ["{secret}"]
+
+[[subscriptions]]
+participant = "ward"
+name = "care-files"
+endpoint = "main"
+event_types = ["care.admission_info", "care.discharge_info"]
+source_facilities = ["{CARE_OFFICE}"]
+
+[[patients]]
+id = "P-1"
+identifiers = [{{ system = "urn:renkei:ltc-insured:139999", value = "9999999999" }}]
+
+[[care_relationships]]
+patient = "P-1"
+participant = "ward"
+role = "hospital_ward"
+valid_from = "2025-01-01"
+
+[[consents]]
+id = "c-1"
+patient = "P-1"
+scope = "facilities"
+facilities = ["{hospital}", "{CARE_OFFICE}"]
+basis = "written"
+valid_from = "2025-01-01T00:00:00Z"
+"#,
+        url = receiver.url(),
+        secret = receiver.secret(),
+    )
+}
+
+#[tokio::test]
+async fn care_office_csv_files_dropped_in_its_folder_reach_the_hospital_ward_and_a_bad_row_refuses_only_its_file()
+-> anyhow::Result<()> {
+    let env = Env::new().await?;
+    let receiver = crate::receiver::Receiver::start().await?;
+    let region = tempfile::tempdir()?;
+    let document = region.path().join("region.toml");
+    std::fs::write(&document, care_region(&receiver))?;
+    let applied = env
+        .renkei(&["admin", "apply", "-f", &document.to_string_lossy()])
+        .await?;
+    assert!(applied.status.success(), "{applied}");
+    let folder = tempfile::tempdir()?;
+    env.set("RENKEI__SOURCES__OFFICE_DROP__TYPE", "file_drop");
+    env.set(
+        "RENKEI__SOURCES__OFFICE_DROP__FOLDER",
+        &folder.path().to_string_lossy(),
+    );
+    env.set("RENKEI__SOURCES__OFFICE_DROP__FACILITY", CARE_OFFICE);
+    env.set("RENKEI__SOURCES__OFFICE_DROP__POLL_INTERVAL", "50ms");
+    env.set("RENKEI__SOURCES__OFFICE_DROP__SETTLE", "100ms");
+    env.start_hub(Roles::All).await?;
+
+    let admission = "NYUIN_20250410_1379999999_1319999999_20250410101500.CSV";
+    let discharge = "TAIIN_20250421_1379999999_1319999999_20250421160000.CSV";
+    for name in [admission, discharge] {
+        std::fs::write(
+            folder.path().join(name),
+            conformance(&format!("csv/{name}"))?,
+        )?;
+    }
+    std::fs::write(
+        folder.path().join("broken_discharge.CSV"),
+        conformance("bad/csv_impossible_date.CSV")?,
+    )?;
+
+    let got = crate::spine::acknowledged(&env, &receiver, 2).await?;
+    let mut types: Vec<String> = got.iter().map(|r| r.event_type()).collect();
+    types.sort();
+    assert_eq!(types, ["care.admission_info", "care.discharge_info"]);
+    let admitted = got
+        .iter()
+        .find(|r| r.event_type() == "care.admission_info")
+        .map(|r| r.json())
+        .unwrap_or_default();
+    assert_eq!(admitted["subject"], "P-1");
+    assert_eq!(
+        admitted["data"]["patient"]["insurance"]["ltc"]["care_level"],
+        "要介護2"
+    );
+    let reason = env
+        .eventually("the broken file kept aside", || async {
+            Ok(
+                std::fs::read_to_string(folder.path().join("rejected/broken_discharge.CSV.reason.txt"))
+                    .ok(),
+            )
+        })
+        .await?;
+    assert!(
+        reason.contains("row 2") && reason.contains("退院(所)予定日"),
+        "{reason}"
+    );
+    for name in [admission, discharge] {
+        assert!(folder.path().join("archive").join(name).is_file(), "{name}");
+    }
+    Ok(())
+}
