@@ -289,6 +289,7 @@ fn origin_to_pb(origin: &sdk::Origin) -> pb::Origin {
         facility: origin.facility.clone(),
         message_id: origin.message_id.clone(),
         raw_sha256: origin.raw_sha256.clone(),
+        assumed_charset: origin.assumed_charset.clone(),
     }
 }
 
@@ -501,6 +502,7 @@ fn origin_from_pb(origin: pb::Origin) -> Result<sdk::Origin, ConvertError> {
         facility: origin.facility,
         message_id: required("data.origin.message_id", origin.message_id)?,
         raw_sha256: required("data.origin.raw_sha256", origin.raw_sha256)?,
+        assumed_charset: origin.assumed_charset,
     })
 }
 

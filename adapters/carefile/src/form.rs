@@ -507,6 +507,7 @@ impl FormValues {
                 facility: Some(office.clone()),
                 message_id,
                 raw_sha256,
+                assumed_charset: None,
             },
         };
         Ok(CanonicalEvent::new(

@@ -589,6 +589,7 @@ pub(crate) fn normalize(
             facility: Some(facility.clone()),
             message_id,
             raw_sha256: Origin::sha256_hex(raw),
+            assumed_charset: None,
         },
     };
     Ok(CanonicalEvent::new(

@@ -341,6 +341,7 @@ fn normalize_message(
             facility: Some(facility.clone()),
             message_id: control_id,
             raw_sha256: Origin::sha256_hex(raw),
+            assumed_charset: None,
         },
     };
     Ok(CanonicalEvent::new(

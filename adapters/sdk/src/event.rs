@@ -491,6 +491,11 @@ pub struct Origin {
     pub message_id: String,
     /// Lower-case hex SHA-256 of the raw bytes as received.
     pub raw_sha256: String,
+    /// The character set the bytes were read as when the source did not declare it,
+    /// or declared another (MSH-18 missing or wrong, the bytes unambiguous), so a
+    /// receiver and the sender's engineer can see what the hub assumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assumed_charset: Option<String>,
 }
 
 impl Origin {

@@ -44,6 +44,7 @@ pub fn minimal_event() -> CanonicalEvent {
                 facility: None,
                 message_id: "20250501000801".to_owned(),
                 raw_sha256: Origin::sha256_hex(b"MSH|^~\\&|"),
+                assumed_charset: None,
             },
         },
     )
@@ -146,6 +147,7 @@ pub fn full_event() -> CanonicalEvent {
                 facility: Some(FACILITY.to_owned()),
                 message_id: "20250410000199".to_owned(),
                 raw_sha256: Origin::sha256_hex(b"MSH|^~\\&|HIS|"),
+                assumed_charset: Some("ISO-2022-JP".to_owned()),
             },
         },
     );

@@ -509,6 +509,7 @@ fn build_event(
             facility: Some(key.sender_office.clone()),
             message_id: key.message_id(),
             raw_sha256: Origin::sha256_hex(manifest.as_bytes()),
+            assumed_charset: None,
         },
     };
     Ok(CanonicalEvent::new(
