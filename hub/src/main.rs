@@ -63,11 +63,18 @@ enum Command {
     /// place at fault (exit 2). The format is recognised from the file's name and first
     /// bytes, or given with --format. Needs no broker or database.
     Normalize {
-        /// The file: an HL7 v2 message (MLLP framing bytes are accepted), …
-        file: PathBuf,
+        /// The file: an HL7 v2 message (MLLP framing bytes are accepted), a FHIR Bundle,
+        /// a care office's CSV or JSON form.
+        #[arg(required_unless_present = "report")]
+        file: Option<PathBuf>,
         /// The file's format instead of recognising it (see the error for the names).
         #[arg(long)]
         format: Option<String>,
+        /// For a folder of sample exports (read recursively): every file's format and
+        /// event, and which of the items a receiving office needs it carries and which
+        /// are missing. Exit 0 when every file was read, 2 when one was refused.
+        #[arg(long, value_name = "DIR", conflicts_with = "file")]
+        report: Option<PathBuf>,
     },
     /// Send HL7 v2 message files to an MLLP listener, one after another on one
     /// connection, and print each acknowledgement. Exit 0 when every message got AA, 1
@@ -246,9 +253,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::Normalize { file, format } = &cli.command {
+    if let Command::Normalize {
+        file,
+        format,
+        report,
+    } = &cli.command
+    {
         // No servers: the configuration only sets what the normaliser accepts.
-        return normalize(file, format.as_deref(), &settings.ingest.time_window());
+        let window = settings.ingest.time_window();
+        return match (file, report) {
+            (_, Some(dir)) => normalize_report(dir, format.as_deref(), &window),
+            (Some(file), None) => normalize(file, format.as_deref(), &window),
+            (None, None) => ExitCode::from(2),
+        };
     }
     if matches!(cli.command, Command::Demo { .. }) {
         // The story is the output: the hub's own logs only when something is wrong.
@@ -330,6 +347,116 @@ fn normalize(file: &PathBuf, format: Option<&str>, window: &renkei_sdk::TimeWind
             eprintln!("error: cannot print the event: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Every file under `dir`, sorted, skipping hidden names.
+fn files_under(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            files_under(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn normalize_report(
+    dir: &std::path::Path,
+    format: Option<&str>,
+    window: &renkei_sdk::TimeWindow,
+) -> ExitCode {
+    use renkei_hub::ingest::formats;
+    use renkei_sdk::conformance::receiver_items;
+    let mut files = Vec::new();
+    if let Err(e) = files_under(dir, &mut files) {
+        eprintln!("error: cannot read the folder {}: {e}", dir.display());
+        return ExitCode::from(2);
+    }
+    let all = formats::file_formats();
+    let mut refused = 0;
+    let mut out = std::io::stdout().lock();
+    for path in &files {
+        let shown = path.strip_prefix(dir).unwrap_or(path).display();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let raw = match std::fs::read(path) {
+            Ok(raw) => raw,
+            Err(e) => {
+                refused += 1;
+                let _ = writeln!(out, "{shown}\n  refused: cannot read it: {e}\n");
+                continue;
+            }
+        };
+        let chosen = match format {
+            Some(wanted) => all.iter().find(|f| f.name() == wanted).map(AsRef::as_ref),
+            None => renkei_sdk::file::sniff(&all, &name, &raw),
+        };
+        let Some(chosen) = chosen else {
+            refused += 1;
+            let _ = writeln!(
+                out,
+                "{shown}\n  refused: not a format the hub reads (known: {})\n",
+                formats::names().join(", ")
+            );
+            continue;
+        };
+        match chosen.read(&name, &raw, window) {
+            Err(e) => {
+                refused += 1;
+                let _ = writeln!(out, "{shown} ({})\n  refused: {e}\n", chosen.name());
+            }
+            Ok(events) if events.is_empty() => {
+                let _ = writeln!(out, "{shown} ({})\n  no event\n", chosen.name());
+            }
+            Ok(events) => {
+                for (n, event) in events.iter().enumerate() {
+                    let items = receiver_items(event);
+                    let carried = items.iter().filter(|i| i.present).count();
+                    let row = if events.len() > 1 {
+                        format!(", event {} of {}", n + 1, events.len())
+                    } else {
+                        String::new()
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{shown} ({}{row})\n  {}: carries {carried} of {} items",
+                        chosen.name(),
+                        event.event_type,
+                        items.len()
+                    );
+                    let missing: Vec<&str> = items
+                        .iter()
+                        .filter(|i| !i.present)
+                        .map(|i| i.name.as_str())
+                        .collect();
+                    if !missing.is_empty() {
+                        let _ = writeln!(out, "  missing: {}", missing.join(", "));
+                    }
+                    let _ = writeln!(out);
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{} file(s), {} read, {refused} refused",
+        files.len(),
+        files.len() - refused
+    );
+    if refused > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

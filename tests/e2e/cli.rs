@@ -76,3 +76,33 @@ async fn normalize_reads_every_format_of_the_conformance_set_by_sniffing() -> an
     assert!(checked >= 20, "only {checked} cases checked");
     Ok(())
 }
+
+/// A vendor's folder of sample exports: each file's event and the items a receiving
+/// office needs that it lacks; a refused file makes the exit status 2.
+#[tokio::test]
+async fn normalize_report_lists_each_files_items_and_what_is_missing() -> anyhow::Result<()> {
+    let env = Env::new().await?;
+    let dir = conformance_dir()?;
+    let out = env
+        .renkei(&["normalize", "--report", &dir.join("fhir").to_string_lossy()])
+        .await?;
+    assert_eq!(out.status.code(), Some(0), "{out}");
+    assert!(
+        out.stdout
+            .contains("admit_message.json (fhir)\n  inpatient.admitted: carries"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("missing: patient.address"), "{out}");
+    assert!(out.stdout.contains("7 file(s), 7 read, 0 refused"), "{out}");
+
+    let out = env
+        .renkei(&["normalize", "--report", &dir.join("bad").to_string_lossy()])
+        .await?;
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    assert!(
+        out.stdout
+            .contains("csv_impossible_date.CSV (care-csv)\n  refused: "),
+        "{out}"
+    );
+    Ok(())
+}

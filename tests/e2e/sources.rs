@@ -224,10 +224,12 @@ async fn care_office_csv_files_dropped_in_its_folder_reach_the_hospital_ward_and
     );
     let reason = env
         .eventually("the broken file kept aside", || async {
-            Ok(
-                std::fs::read_to_string(folder.path().join("rejected/broken_discharge.CSV.reason.txt"))
-                    .ok(),
+            Ok(std::fs::read_to_string(
+                folder
+                    .path()
+                    .join("rejected/broken_discharge.CSV.reason.txt"),
             )
+            .ok())
         })
         .await?;
     assert!(

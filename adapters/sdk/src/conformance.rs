@@ -294,6 +294,151 @@ pub fn check_case(
     (held, failures)
 }
 
+/// One item a receiving office needs, and whether an event carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// What it is, e.g. `patient.address`, `section 950 (紹介目的)`, `care.key_person_name`.
+    pub name: String,
+    /// Whether the event carries it (a member present and not empty).
+    pub present: bool,
+}
+
+/// The items of its kind a receiver needs, each marked carried or missing: the check a
+/// vendor runs on sample exports before going live (`renkei normalize --report`).
+/// Care files list every item of their layout (`data.care`, empty ones missing).
+pub fn receiver_items(event: &CanonicalEvent) -> Vec<Item> {
+    use crate::event::EventType as T;
+    let Ok(json) = serde_json::to_value(event) else {
+        return Vec::new();
+    };
+    let data = &json["data"];
+    let carried = |path: &[&str]| {
+        let mut value = data;
+        for key in path {
+            value = &value[*key];
+        }
+        match value {
+            Value::Null => false,
+            Value::String(s) => !s.trim().is_empty(),
+            Value::Array(items) => !items.is_empty(),
+            Value::Object(members) => !members.is_empty(),
+            _ => true,
+        }
+    };
+    let mut items = Vec::new();
+    let mut want = |name: &str, path: &[&str]| {
+        items.push(Item {
+            name: name.to_owned(),
+            present: carried(path),
+        });
+    };
+    want("patient.identifiers", &["patient", "identifiers"]);
+    want("patient.name.kanji", &["patient", "name", "kanji"]);
+    want("patient.name.kana", &["patient", "name", "kana"]);
+    want("patient.birth_date", &["patient", "birth_date"]);
+    want("patient.sex", &["patient", "sex"]);
+    let kind = event.event_type;
+    let adt = matches!(
+        kind,
+        T::InpatientAdmitted
+            | T::InpatientTransferred
+            | T::InpatientDischarged
+            | T::PatientUpdated
+            | T::OutpatientRegistered
+    );
+    if adt || matches!(kind, T::DocumentNursingSummary) {
+        want("patient.address", &["patient", "address"]);
+        want("patient.phone", &["patient", "phone"]);
+        want("patient.key_person", &["patient", "key_person"]);
+    }
+    if matches!(
+        kind,
+        T::InpatientAdmitted | T::InpatientTransferred | T::InpatientDischarged
+    ) {
+        want("encounter.admitted_at", &["encounter", "admitted_at"]);
+        want(
+            "encounter.location.ward",
+            &["encounter", "location", "ward"],
+        );
+        want(
+            "encounter.location.room",
+            &["encounter", "location", "room"],
+        );
+        want("encounter.location.bed", &["encounter", "location", "bed"]);
+        want("encounter.department", &["encounter", "department"]);
+        want("encounter.attending", &["encounter", "attending"]);
+    }
+    if matches!(kind, T::InpatientDischarged | T::DocumentDischargeSummary) {
+        want("encounter.discharged_at", &["encounter", "discharged_at"]);
+        want(
+            "encounter.discharge_destination",
+            &["encounter", "discharge_destination"],
+        );
+    }
+    if matches!(kind, T::InpatientDischarged) {
+        want(
+            "encounter.discharge_disposition",
+            &["encounter", "discharge_disposition"],
+        );
+    }
+    let sections: &[(&str, &str)] = match kind {
+        T::DocumentReferral => &[
+            ("920", "紹介元"),
+            ("910", "紹介先"),
+            ("950", "紹介目的"),
+            ("340", "傷病名・主訴"),
+            ("360", "現病歴"),
+        ],
+        T::DocumentNursingSummary => &[
+            ("basic", "基本情報"),
+            ("history", "既往歴・現病歴"),
+            ("course", "入院中の経過"),
+            ("adl", "ADL"),
+            ("medication", "服薬・管理方法"),
+            ("nursing-problems", "看護上の問題"),
+            ("continuing-care", "継続課題"),
+        ],
+        _ => &[],
+    };
+    if matches!(
+        kind,
+        T::DocumentDischargeSummary | T::DocumentReferral | T::DocumentNursingSummary
+    ) {
+        want("document.id", &["document", "id"]);
+        want("document.created_at", &["document", "created_at"]);
+        want("document.title", &["document", "title"]);
+        want("document.sections", &["document", "sections"]);
+    }
+    let present_sections: Vec<&str> = data["document"]["sections"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|s| s["items"].as_array().is_some_and(|i| !i.is_empty()))
+                .filter_map(|s| s["code"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    for (code, title) in sections {
+        items.push(Item {
+            name: format!("section {code} ({title})"),
+            present: present_sections.contains(code),
+        });
+    }
+    if let Some(care) = data["care"].as_object() {
+        for (key, value) in care {
+            items.push(Item {
+                name: format!("care.{key}"),
+                present: match value {
+                    Value::Null => false,
+                    Value::String(s) => !s.trim().is_empty(),
+                    _ => true,
+                },
+            });
+        }
+    }
+    items
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,6 +487,26 @@ mod tests {
             check_fact(&event, "anything_contains", "only-in-content"),
             Check::Fails(_)
         ));
+    }
+
+    #[test]
+    fn receiver_items_mark_what_an_event_carries() {
+        let mut event = full_event();
+        event.event_type = crate::event::EventType::InpatientDischarged;
+        let items = receiver_items(&event);
+        let present = |name: &str| items.iter().find(|i| i.name == name).map(|i| i.present);
+        assert_eq!(present("patient.address"), Some(true));
+        assert_eq!(present("encounter.discharge_destination"), Some(true));
+        assert_eq!(present("care.care_manager"), Some(true));
+        event.data.patient.phone = None;
+        let items = receiver_items(&event);
+        assert_eq!(
+            items
+                .iter()
+                .find(|i| i.name == "patient.phone")
+                .map(|i| i.present),
+            Some(false)
+        );
     }
 
     #[test]
