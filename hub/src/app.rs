@@ -283,6 +283,17 @@ impl AdminStore for GuardedAdmin {
     async fn create_api_key(&self, name: &str, key_sha256: &[u8]) -> Result<String, StoreError> {
         AdminStore::create_api_key(self.store.as_ref(), name, key_sha256).await
     }
+    async fn create_source_key(
+        &self,
+        name: &str,
+        facility: &str,
+        key_sha256: &[u8],
+    ) -> Result<String, StoreError> {
+        AdminStore::create_source_key(self.store.as_ref(), name, facility, key_sha256).await
+    }
+    async fn find_source_key(&self, key_sha256: &[u8]) -> Result<Option<String>, StoreError> {
+        AdminStore::find_source_key(self.store.as_ref(), key_sha256).await
+    }
     async fn find_api_key(&self, key_sha256: &[u8]) -> Result<Option<String>, StoreError> {
         AdminStore::find_api_key(self.store.as_ref(), key_sha256).await
     }

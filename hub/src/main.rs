@@ -185,6 +185,17 @@ enum AdminCommand {
         #[arg(long)]
         name: String,
     },
+    /// Create a source key for a sending facility (the FHIR receiver, HTTP uploads): it
+    /// may publish as that facility only, and opens nothing of the admin API. Printed
+    /// once; only its hash is stored.
+    CreateSourceKey {
+        /// The facility's 10-digit code.
+        #[arg(long)]
+        facility: String,
+        /// Who or what the key is for (e.g. the sending system).
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -606,6 +617,22 @@ async fn admin(command: AdminCommand, settings: &Settings) -> anyhow::Result<Exi
                 .create_api_key(&name, &renkei_hub::api::api_key_hash(&key))
                 .await?;
             eprintln!("created API key {id} for {name}; it is shown once, store it now:");
+            println!("{key}");
+            Ok(ExitCode::SUCCESS)
+        }
+        AdminCommand::CreateSourceKey { facility, name } => {
+            if facility.len() != 10 || !facility.bytes().all(|b| b.is_ascii_digit()) {
+                eprintln!("error: --facility must be a 10-digit facility code");
+                return Ok(ExitCode::from(2));
+            }
+            let store = app::connect_store(settings).await?;
+            let key = renkei_hub::api::new_api_key();
+            let id = store
+                .create_source_key(&name, &facility, &renkei_hub::api::api_key_hash(&key))
+                .await?;
+            eprintln!(
+                "created source key {id} for {name}, publishing as facility {facility}; it is shown once, store it now:"
+            );
             println!("{key}");
             Ok(ExitCode::SUCCESS)
         }

@@ -126,6 +126,14 @@ impl SourceState for MemoryState {
     }
 }
 
+/// Who a sender is: the facility a source key lets it publish as. Sources that take
+/// inputs over HTTP ask this for every request's key; the hub keeps only key hashes.
+#[async_trait::async_trait]
+pub trait SourceCredentials: Send + Sync + 'static {
+    /// The facility `key` publishes as, or `None` for an unknown or revoked key.
+    async fn facility_of(&self, key: &str) -> Result<Option<String>, String>;
+}
+
 /// What the hub gives a source it builds.
 #[non_exhaustive]
 pub struct SourceContext {
@@ -140,6 +148,8 @@ pub struct SourceContext {
     pub time_window: TimeWindow,
     /// Where the source keeps its progress.
     pub state: Arc<dyn SourceState>,
+    /// Whose keys senders present.
+    pub credentials: Arc<dyn SourceCredentials>,
 }
 
 impl SourceContext {
@@ -150,6 +160,7 @@ impl SourceContext {
         shutdown: CancellationToken,
         time_window: TimeWindow,
         state: Arc<dyn SourceState>,
+        credentials: Arc<dyn SourceCredentials>,
     ) -> Self {
         Self {
             name: name.into(),
@@ -157,6 +168,7 @@ impl SourceContext {
             shutdown,
             time_window,
             state,
+            credentials,
         }
     }
 }

@@ -15,7 +15,6 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
@@ -61,20 +60,7 @@ struct Caller(String);
 #[derive(Clone, Debug)]
 struct OpenApiJson(Arc<str>);
 
-/// The hash under which an API key is stored.
-pub fn api_key_hash(key: &str) -> Vec<u8> {
-    Sha256::digest(key.as_bytes()).to_vec()
-}
-
-/// A new random API key, `rk_<43 base64url characters>`.
-pub fn new_api_key() -> String {
-    use base64::Engine;
-    let bytes: [u8; 32] = rand::random();
-    format!(
-        "rk_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
-}
+pub use crate::store::{api_key_hash, new_api_key};
 
 async fn authenticate(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
     let key = request

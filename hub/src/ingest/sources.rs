@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use renkei_sdk::IngestSink;
-use renkei_sdk::source::{AnySource, RunningSource, SourceContext, SourceState};
+use renkei_sdk::source::{AnySource, RunningSource, SourceContext, SourceCredentials, SourceState};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::store::IngestStore;
+use crate::store::{AdminStore, IngestStore};
 
 /// Every source kind, by its `type`.
 pub fn kinds() -> Vec<Box<dyn AnySource>> {
@@ -73,7 +73,7 @@ pub fn check(settings: &Settings) -> anyhow::Result<()> {
 pub async fn start(
     settings: &Settings,
     sink: Arc<dyn IngestSink>,
-    store: Arc<dyn IngestStore>,
+    store: Arc<dyn crate::store::Store>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Vec<(String, RunningSource)>> {
     let mut running = Vec::new();
@@ -89,6 +89,7 @@ pub async fn start(
             shutdown.clone(),
             settings.ingest.time_window(),
             Arc::new(StoredState(store.clone())),
+            Arc::new(StoredKeys(store.clone())),
         );
         let task = kind
             .build(values, context)
@@ -114,6 +115,19 @@ impl SourceState for StoredState {
     async fn save(&self, source: &str, key: &str, value: &[u8]) -> Result<(), String> {
         self.0
             .save_source_state(source, key, value)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Source keys in the hub's database, by hash.
+struct StoredKeys(Arc<dyn AdminStore>);
+
+#[async_trait::async_trait]
+impl SourceCredentials for StoredKeys {
+    async fn facility_of(&self, key: &str) -> Result<Option<String>, String> {
+        self.0
+            .find_source_key(&crate::store::api_key_hash(key))
             .await
             .map_err(|e| e.to_string())
     }

@@ -244,6 +244,28 @@ pub(crate) fn api_key_audit(id: &str, name: &str) -> AuditEntry {
         .detail(serde_json::json!({"key": id, "name": name}))
 }
 
+/// The audit row of a new source key.
+pub(crate) fn source_key_audit(id: &str, name: &str, facility: &str) -> AuditEntry {
+    AuditEntry::new("cli", "source_key.create", "created")
+        .detail(serde_json::json!({"key": id, "name": name, "facility": facility}))
+}
+
+/// The hash under which an API key (admin or source key) is stored.
+pub fn api_key_hash(key: &str) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).to_vec()
+}
+
+/// A new random API key, `rk_<43 base64url characters>`.
+pub fn new_api_key() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    format!(
+        "rk_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
 /// A new API key's id.
 pub(crate) fn new_api_key_id() -> String {
     format!("key_{}", Uuid::now_v7().simple())
@@ -674,7 +696,17 @@ pub trait AdminStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Stores a new API key's hash; returns its id.
     async fn create_api_key(&self, name: &str, key_sha256: &[u8]) -> Result<String, StoreError>;
-    /// The key id for a key hash, if the key exists and is not revoked.
+    /// Stores a new source key's hash: it may publish as `facility` only. Returns its id.
+    async fn create_source_key(
+        &self,
+        name: &str,
+        facility: &str,
+        key_sha256: &[u8],
+    ) -> Result<String, StoreError>;
+    /// The facility a source key publishes as, if the key exists and is not revoked.
+    async fn find_source_key(&self, key_sha256: &[u8]) -> Result<Option<String>, StoreError>;
+    /// The key id for an admin key hash, if the key exists and is not revoked (a source
+    /// key is not an admin key).
     async fn find_api_key(&self, key_sha256: &[u8]) -> Result<Option<String>, StoreError>;
     /// Appends audit entries (admin actions, reads of patient data).
     async fn audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError>;

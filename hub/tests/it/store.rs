@@ -593,6 +593,34 @@ async fn source_progress_is_kept_per_source_and_replaced_by_the_last_save(
     db.drop_db().await
 }
 
+/// A source key publishes as its facility and opens nothing of the admin API; an admin
+/// key is no source key.
+async fn a_source_key_is_not_an_admin_key_and_an_admin_key_is_no_source_key(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    use renkei_hub::store::api_key_hash;
+    let db = TestDb::on(backend).await?;
+    let store = db.store.as_ref();
+    let source = api_key_hash("rk_source");
+    let admin = api_key_hash("rk_admin");
+    store
+        .create_source_key("his-a", "1319999999", &source)
+        .await?;
+    store.create_api_key("ops", &admin).await?;
+    assert_eq!(
+        store.find_source_key(&source).await?.as_deref(),
+        Some("1319999999")
+    );
+    assert_eq!(store.find_api_key(&source).await?, None);
+    assert_eq!(store.find_source_key(&admin).await?, None);
+    assert!(store.find_api_key(&admin).await?.is_some());
+    assert_eq!(
+        store.find_source_key(&api_key_hash("rk_other")).await?,
+        None
+    );
+    db.drop_db().await
+}
+
 /// One test per case and backend: `postgres::<case>` and `sqlite::<case>`.
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
@@ -623,4 +651,5 @@ contract!(
     a_redelivered_event_hands_on_its_unfinished_deliveries_including_waiting_retries,
     a_duplicate_copy_of_a_delivery_job_finishing_second_records_nothing,
     source_progress_is_kept_per_source_and_replaced_by_the_last_save,
+    a_source_key_is_not_an_admin_key_and_an_admin_key_is_no_source_key,
 );

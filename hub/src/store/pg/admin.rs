@@ -419,9 +419,43 @@ impl AdminStore for PgStore {
         Ok(id)
     }
 
+    async fn create_source_key(
+        &self,
+        name: &str,
+        facility: &str,
+        key_sha256: &[u8],
+    ) -> Result<String, StoreError> {
+        let id = super::super::new_api_key_id();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, key_sha256, facility) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(key_sha256)
+        .bind(facility)
+        .execute(&mut *tx)
+        .await?;
+        append_audit(
+            &mut tx,
+            vec![super::super::source_key_audit(&id, name, facility)],
+        )
+        .await?;
+        tx.commit().await?;
+        self.seal_soon().await;
+        Ok(id)
+    }
+
+    async fn find_source_key(&self, key_sha256: &[u8]) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT facility FROM api_keys WHERE key_sha256 = $1 AND revoked_at IS NULL AND facility IS NOT NULL")
+            .bind(key_sha256)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     async fn find_api_key(&self, key_sha256: &[u8]) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT id FROM api_keys WHERE key_sha256 = $1 AND revoked_at IS NULL",
+            "SELECT id FROM api_keys WHERE key_sha256 = $1 AND revoked_at IS NULL AND facility IS NULL",
         )
         .bind(key_sha256)
         .fetch_optional(&self.pool)

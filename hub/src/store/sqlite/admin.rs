@@ -477,9 +477,41 @@ impl AdminStore for SqliteStore {
         Ok(id)
     }
 
+    async fn create_source_key(
+        &self,
+        name: &str,
+        facility: &str,
+        key_sha256: &[u8],
+    ) -> Result<String, StoreError> {
+        let id = super::super::new_api_key_id();
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO api_keys (id, name, key_sha256, facility, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&id)
+            .bind(name)
+            .bind(key_sha256)
+            .bind(facility)
+            .bind(Utc::now())
+            .execute(&mut *tx)
+            .await?;
+        append_audit(
+            &mut tx,
+            vec![super::super::source_key_audit(&id, name, facility)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn find_source_key(&self, key_sha256: &[u8]) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT facility FROM api_keys WHERE key_sha256 = ? AND revoked_at IS NULL AND facility IS NOT NULL")
+            .bind(key_sha256)
+            .fetch_optional(&self.read)
+            .await?)
+    }
+
     async fn find_api_key(&self, key_sha256: &[u8]) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT id FROM api_keys WHERE key_sha256 = ? AND revoked_at IS NULL",
+            "SELECT id FROM api_keys WHERE key_sha256 = ? AND revoked_at IS NULL AND facility IS NULL",
         )
         .bind(key_sha256)
         .fetch_optional(&self.read)
