@@ -21,6 +21,7 @@ mod control_ids;
 mod demo;
 mod durability;
 mod embedded;
+mod fhir;
 mod harness;
 mod history;
 mod mllp;

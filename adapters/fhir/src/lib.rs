@@ -56,12 +56,16 @@ pub mod file;
 mod json;
 pub mod message;
 mod normalize;
+pub mod nursing_json;
 pub mod outcome;
+pub mod receiver;
 mod resources;
 mod text;
 mod time;
 
 pub use file::FhirFile;
 pub use normalize::FhirNormalizer;
+pub use nursing_json::{NursingSummaryJsonFile, NursingSummaryJsonNormalizer};
 pub use outcome::{FhirErrorKind, classify, operation_outcome};
+pub use receiver::FhirReceiver;
 pub use resources::{LTC_OFFICE_SYSTEM, MEDICAL_INSTITUTION_SYSTEM, NAME_REPRESENTATION};

@@ -16,6 +16,7 @@ use crate::store::{AdminStore, IngestStore};
 pub fn kinds() -> Vec<Box<dyn AnySource>> {
     vec![
         Box::new(renkei_hl7v2::MllpSource),
+        Box::new(renkei_fhir::FhirReceiver),
         Box::new(renkei_filedrop::FileDropSource::new(
             super::formats::file_formats(),
         )),
@@ -158,7 +159,7 @@ mod tests {
         let err = check(&settings).err().map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
-            Some("sources.mllp: `telex` is not a source kind (known: mllp, file_drop)")
+            Some("sources.mllp: `telex` is not a source kind (known: mllp, fhir, file_drop)")
         );
         Ok(())
     }
