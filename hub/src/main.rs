@@ -808,8 +808,8 @@ async fn rejected(command: RejectedCommand, settings: &Settings) -> anyhow::Resu
                     Some(renkei_hub::bus::BusError::InUse { .. })
                 ) {
                     e.context(
-                        "with the embedded bus, a running hub holds the queue: replay through \
-                         its admin API (POST /v1/rejected/{id}/replay), or stop it first",
+                        "with the embedded bus, a running hub holds the queue: stop it, \
+                         replay, and start it again",
                     )
                 } else {
                     e

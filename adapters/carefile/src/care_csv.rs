@@ -1,7 +1,7 @@
 //! The care CSVs: 入院時情報提供書 (`NYUIN`) and 退院・退所情報記録書 (`TAIIN`).
 //!
 //! Both layouts are the hub's proposals (no national CSV exists for these forms; see
-//! `FORMATS.md`): MS932, a header row naming the columns, CRLF between rows, RFC 4180
+//! `docs/care-files.md`): MS932, a header row naming the columns, CRLF between rows, RFC 4180
 //! quoting, dates `YYYYMMDD`. One data row is one form, and becomes one event.
 //!
 //! **All or nothing, per file.** A file is accepted only when every row is: a bad row

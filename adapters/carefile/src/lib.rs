@@ -9,7 +9,7 @@
 //! | ケアプランデータ連携 CSV (edition 4.1: `UP1KYO`, `UP2KYO`, `UP3KYO`, `UPPLAN`, `UPJSK`, `UPSIKYU`, `UPHOSOKU`, `DLT…`) | [`CarePlanFile`], [`CarePlanSet`] | `care.plan`, one per transmission |
 //!
 //! The NYUIN/TAIIN layouts and the JSON form are the hub's proposals (no national CSV
-//! exists for these forms); `FORMATS.md` beside this crate describes them.
+//! exists for these forms); `docs/care-files.md` describes them.
 //!
 //! Decisions every reader here shares:
 //!
