@@ -160,6 +160,12 @@ pub async fn run(
             }),
             deliveries: store.clone(),
             bus: bus.clone(),
+            ingest: Arc::new(Ingestor::new(
+                store.clone(),
+                bus.clone(),
+                settings.database.acquire_timeout,
+            )),
+            time_window: settings.ingest.time_window(),
         };
         let options = crate::api::ApiOptions {
             max_body_bytes: settings.api.max_body_bytes,

@@ -84,3 +84,79 @@ async fn a_refused_input_is_listed_shown_and_replayed_fixed_exactly_once() -> an
     assert_eq!(audited, 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn the_admin_api_lists_reads_with_a_reason_and_replays_a_refused_input() -> anyhow::Result<()>
+{
+    use base64::Engine;
+    let env = Env::new().await?;
+    let receiver = Receiver::start().await?;
+    crate::registry::single_office(&env, &receiver).await?;
+    env.start_hub(Roles::All).await?;
+    let key = env.api_key("ops").await?;
+    let http = crate::harness::http_client()?;
+    let api = format!("http://{}", env.api);
+
+    let bad = conformance("bad/unknown_event.hl7")?;
+    let mut mllp = MllpClient::connect(env.mllp).await?;
+    assert_eq!(mllp.send(&bad).await?.code, "AE");
+
+    let listed: serde_json::Value = http
+        .get(format!("{api}/v1/rejected?source=mllp&replayed=false"))
+        .bearer_auth(&key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = listed["rejected"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(listed["rejected"][0]["location"], "MSH-9", "{listed}");
+
+    let unexplained = http
+        .get(format!("{api}/v1/rejected/{id}"))
+        .bearer_auth(&key)
+        .send()
+        .await?;
+    assert_eq!(unexplained.status(), 400, "patient data needs a reason");
+    let read: serde_json::Value = http
+        .get(format!("{api}/v1/rejected/{id}?reason=fixing%20the%20feed"))
+        .bearer_auth(&key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(read["raw_base64"].as_str().unwrap_or_default())?;
+    assert_eq!(raw, bad);
+
+    let replay = |body: Vec<u8>| {
+        http.post(format!("{api}/v1/rejected/{id}/replay"))
+            .bearer_auth(&key)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        replay(Vec::new()).await?.status(),
+        422,
+        "still wrong as kept"
+    );
+    let fixed = replay(conformance("hl7/a01_admit_iso2022jp.hl7")?).await?;
+    assert_eq!(fixed.status(), 200);
+    crate::spine::acknowledged(&env, &receiver, 1).await?;
+    assert_eq!(
+        replay(conformance("hl7/a01_admit_iso2022jp.hl7")?)
+            .await?
+            .status(),
+        409
+    );
+    let unknown = http
+        .post(format!("{api}/v1/rejected/{}/replay", uuid::Uuid::now_v7()))
+        .bearer_auth(&key)
+        .send()
+        .await?;
+    assert_eq!(unknown.status(), 404);
+    Ok(())
+}

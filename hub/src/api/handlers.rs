@@ -404,3 +404,213 @@ pub async fn verify_audit(
         breaks: breaks.iter().map(ToString::to_string).collect(),
     }))
 }
+
+/// Filters of the refused inputs.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RejectedQuery {
+    /// Only those of this source (its name, e.g. `mllp`).
+    source: Option<String>,
+    /// Only those received at or after this time (RFC 3339).
+    since: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// Only those replayed (`true`) or not yet (`false`).
+    replayed: Option<bool>,
+    /// At most this many (newest first).
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<u16>,
+}
+
+/// Refused inputs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RejectedResponse {
+    /// Newest first.
+    pub rejected: Vec<crate::store::RejectedSummary>,
+}
+
+/// Inputs the hub refused, newest first (no bytes: see `GET /v1/rejected/{id}`).
+#[utoipa::path(
+    get,
+    path = "/v1/rejected",
+    tag = "rejected",
+    security(("bearer" = [])),
+    params(RejectedQuery),
+    responses(
+        (status = 200, description = "Refused inputs", body = RejectedResponse),
+        (status = 400, description = "A query parameter is invalid (the message names it)", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
+        (status = 500, description = "Stored data could not be read", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; try again", body = ErrorBody),
+    ),
+)]
+pub async fn list_rejected(
+    State(state): State<ApiState>,
+    Query(q): Query<RejectedQuery>,
+) -> Result<axum::Json<RejectedResponse>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_DELIVERIES_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit: must be between 1 and {MAX_DELIVERIES_LIMIT}, not {limit}"
+        )));
+    }
+    // No source name holds a NUL (the database cannot store one): nothing matches.
+    if q.source.as_deref().is_some_and(|s| s.contains('\0')) {
+        return Ok(axum::Json(RejectedResponse {
+            rejected: Vec::new(),
+        }));
+    }
+    let filter = crate::store::RejectedFilter {
+        source: q.source,
+        since: q.since.map(|t| t.to_utc()),
+        replayed: q.replayed,
+        limit: Some(i64::from(limit)),
+    };
+    let rejected = state.admin.list_rejected(&filter).await?;
+    Ok(axum::Json(RejectedResponse { rejected }))
+}
+
+/// The refused input of `GET /v1/rejected/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RejectedPath {
+    /// The refused input's id.
+    id: Uuid,
+}
+
+/// A refused input with its bytes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RejectedDetail {
+    /// Everything but the bytes.
+    #[serde(flatten)]
+    pub summary: crate::store::RejectedSummary,
+    /// The bytes exactly as received, base64.
+    pub raw_base64: String,
+}
+
+/// One refused input with its bytes. Patient data: needs a `reason`, audited.
+#[utoipa::path(
+    get,
+    path = "/v1/rejected/{id}",
+    tag = "rejected",
+    security(("bearer" = [])),
+    params(RejectedPath, ReadReason),
+    responses(
+        (status = 200, description = "The refused input", body = RejectedDetail),
+        (status = 400, description = "`id` is not a UUID, or `reason` is missing, blank or not one line of text", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
+        (status = 404, description = "No refused input has this id", body = ErrorBody),
+        (status = 500, description = "Stored data could not be read", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; try again", body = ErrorBody),
+    ),
+)]
+pub async fn get_rejected(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(RejectedPath { id }): Path<RejectedPath>,
+    Query(q): Query<ReadReason>,
+) -> Result<axum::Json<RejectedDetail>, ApiError> {
+    use base64::Engine;
+    let reason = reason(&q)?.to_owned();
+    let Some(kept) = state.admin.rejected_input(id).await? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no refused input {id}"),
+        ));
+    };
+    state
+        .admin
+        .audit(vec![
+            AuditEntry::new(&caller.0, "read", "rejected_input").detail(serde_json::json!({
+                "resource": "rejected_input",
+                "rejected_input": id,
+                "reason": reason,
+            })),
+        ])
+        .await?;
+    Ok(axum::Json(RejectedDetail {
+        raw_base64: base64::engine::general_purpose::STANDARD.encode(&kept.raw),
+        summary: kept.summary,
+    }))
+}
+
+/// A replay's outcome.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RejectedReplayResponse {
+    /// The events the input became.
+    pub events: Vec<Uuid>,
+}
+
+/// Send a refused input through the normal path again: as kept (empty body) or fixed
+/// (the corrected bytes as the body, `application/octet-stream`). Accepted once: it is
+/// then marked replayed. Refused again, it is kept as a new refused input.
+#[utoipa::path(
+    post,
+    path = "/v1/rejected/{id}/replay",
+    tag = "rejected",
+    security(("bearer" = [])),
+    params(RejectedPath),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The fixed input; empty to replay it as kept"),
+    responses(
+        (status = 200, description = "Accepted: the events it became", body = RejectedReplayResponse),
+        (status = 400, description = "`id` is not a UUID", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown or revoked one", body = ErrorBody),
+        (status = 404, description = "No refused input has this id", body = ErrorBody),
+        (status = 409, description = "It was replayed before (the message names the event)", body = ErrorBody),
+        (status = 413, description = "The body is larger than `api.max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "A body not sent as `application/octet-stream`", body = ErrorBody),
+        (status = 422, description = "Refused again (the message says why); kept as a new refused input", body = ErrorBody),
+        (status = 500, description = "Stored data could not be read", body = ErrorBody),
+        (status = 503, description = "The database or the bus is unavailable; try again", body = ErrorBody),
+    ),
+)]
+pub async fn replay_rejected(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(RejectedPath { id }): Path<RejectedPath>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<RejectedReplayResponse>, ApiError> {
+    use crate::ingest::replay::ReplayOutcome;
+    let octets = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/octet-stream"));
+    if !body.is_empty() && !octets {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the fixed input as `Content-Type: application/octet-stream` (or no body to replay it as kept)",
+        ));
+    }
+    let fixed = (!body.is_empty()).then(|| body.to_vec());
+    let outcome = crate::ingest::replay::replay_rejected(
+        state.admin.as_ref(),
+        state.ingest.as_ref(),
+        id,
+        fixed,
+        &state.time_window,
+        &caller.0,
+    )
+    .await?;
+    match outcome {
+        ReplayOutcome::Accepted { events } => Ok(axum::Json(RejectedReplayResponse { events })),
+        ReplayOutcome::NotFound => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no refused input {id}"),
+        )),
+        ReplayOutcome::AlreadyReplayed { event } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{id} was replayed before{}",
+                event.map(|e| format!(", as event {e}")).unwrap_or_default()
+            ),
+        )),
+        ReplayOutcome::Refused(error) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("refused again (kept with the new reason): {error}"),
+        )),
+        ReplayOutcome::Unavailable(why) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the hub cannot take it now ({why}); try again"),
+        )),
+    }
+}

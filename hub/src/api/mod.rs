@@ -43,6 +43,10 @@ pub struct ApiState {
     pub deliveries: Arc<dyn DeliveryStore>,
     /// Hands replayed deliveries to the workers.
     pub bus: Arc<dyn Bus>,
+    /// Takes replayed refused inputs through the normal ingest path.
+    pub ingest: Arc<dyn renkei_sdk::IngestSink>,
+    /// Times the normalisers accept (`ingest.*`), for replayed inputs.
+    pub time_window: renkei_sdk::TimeWindow,
 }
 
 /// How the API is set up (from `[api]`).
@@ -100,6 +104,7 @@ async fn authenticate(State(state): State<ApiState>, mut request: Request, next:
         (name = "operations", description = "Liveness and this document (no key)"),
         (name = "registry", description = "Facilities, participants, endpoints, subscriptions, patients, care relationships, consents"),
         (name = "deliveries", description = "The delivery log and replays"),
+        (name = "rejected", description = "Inputs the hub refused: list, read, replay"),
         (name = "events", description = "Routed canonical events (patient data: audited)"),
         (name = "audit", description = "The hash-chained audit log"),
     ),
@@ -158,7 +163,16 @@ fn routes(options: &ApiOptions) -> (OpenApiRouter<ApiState>, OpenApiRouter<ApiSt
         .routes(routes!(handlers::export_registry))
         .routes(routes!(handlers::list_deliveries))
         .routes(routes!(handlers::get_event))
+        .routes(routes!(handlers::list_rejected))
+        .routes(routes!(handlers::get_rejected))
         .routes(routes!(handlers::verify_audit))
+        .merge(limited(
+            OpenApiRouter::new().routes(routes!(handlers::replay_rejected)),
+            error::BodyLimit {
+                bytes: options.max_body_bytes,
+                setting: Some("api.max_body_bytes"),
+            },
+        ))
         .merge(limited(
             OpenApiRouter::new().routes(routes!(handlers::apply_registry)),
             error::BodyLimit {
@@ -314,7 +328,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(operations, 8, "every route is documented: {paths:#?}");
+        assert_eq!(operations, 11, "every route is documented: {paths:#?}");
         assert_eq!(
             doc["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"

@@ -49,8 +49,14 @@ impl Api {
         api::router(
             ApiState {
                 admin: store.clone(),
-                deliveries: store,
+                deliveries: store.clone(),
                 bus: self.bus.clone(),
+                ingest: Arc::new(renkei_hub::ingest::Ingestor::new(
+                    store,
+                    self.bus.clone(),
+                    Duration::from_secs(10),
+                )),
+                time_window: renkei_sdk::TimeWindow::default(),
             },
             options,
         )
@@ -362,7 +368,7 @@ async fn a_missing_key_is_refused_on_every_route_that_needs_one() -> anyhow::Res
             checked += 1;
         }
     }
-    assert_eq!(checked, 8);
+    assert_eq!(checked, 11);
     api.finish().await
 }
 
