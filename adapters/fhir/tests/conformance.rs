@@ -648,3 +648,760 @@ fn altered_elements_of_conformance_bundles_never_panic() {
         "{accepted} of {tried} accepted"
     );
 }
+
+/// The nursing summary's JSON form (`"form": "renkei.nursing_summary"`): a twin of
+/// `fhir/nursing_summary.json` (`tests/data/nursing_summary_form.json`, the same content
+/// written in the form) checked against the form's JSON Schema, normalised, and held to
+/// every fact of the Bundle's conformance entry, to the Bundle's sections, and to the
+/// schema's verdict on every alteration of it.
+mod nursing_summary_json_form {
+    use super::*;
+
+    use renkei_fhir::nursing_json::{NURSING_SECTIONS, NURSING_SUMMARY_SCHEMA_V1};
+    use renkei_fhir::{NursingSummaryJsonFile, NursingSummaryJsonNormalizer};
+    use renkei_sdk::file::FileFormat;
+    use renkei_sdk::{EncounterClass, SourceFormat, TimeWindow};
+    use serde_json::json;
+
+    /// The twin, as a vendor would write it.
+    const TWIN: &str = include_str!("data/nursing_summary_form.json");
+
+    /// Data of the twin's patient that no error may repeat.
+    const PATIENT_DATA: &[&str] = &[
+        "0010203040",
+        "架空",
+        "次郎",
+        "カクウ",
+        "ジロウ",
+        "1936",
+        "03-0000-3333",
+        "080-0000-0004",
+        "花江",
+        "N0000412",
+    ];
+
+    fn twin() -> Value {
+        serde_json::from_str(TWIN).expect("the twin is JSON")
+    }
+
+    fn normalize_form(value: &Value) -> Result<CanonicalEvent, NormalizeError> {
+        NursingSummaryJsonNormalizer::new()
+            .normalize(&serde_json::to_vec(value).expect("serialise"))
+    }
+
+    fn accepted(value: &Value) -> CanonicalEvent {
+        normalize_form(value).unwrap_or_else(|e| panic!("refused: {e}"))
+    }
+
+    /// The form's schema compiled once, formats asserted.
+    fn form_validator() -> &'static Validator {
+        static VALIDATOR: OnceLock<Validator> = OnceLock::new();
+        VALIDATOR.get_or_init(|| {
+            let schema: Value =
+                serde_json::from_str(NURSING_SUMMARY_SCHEMA_V1).expect("the form's schema is JSON");
+            jsonschema::draft202012::options()
+                .should_validate_formats(true)
+                .build(&schema)
+                .expect("the form's schema does not compile")
+        })
+    }
+
+    /// The instance paths (JSON pointers) of every schema violation of `value`.
+    fn form_violations(value: &Value) -> Vec<String> {
+        form_validator()
+            .iter_errors(value)
+            .map(|e| e.instance_path().to_string())
+            .collect()
+    }
+
+    /// `$.sections.adl[1].value` as a JSON pointer, `/sections/adl/1/value`.
+    fn pointer(path: &str) -> String {
+        let tail = path.strip_prefix('$').expect("a JSON path");
+        tail.replace('[', ".")
+            .replace(']', "")
+            .split('.')
+            .filter(|part| !part.is_empty())
+            .map(|part| format!("/{part}"))
+            .collect()
+    }
+
+    fn bundle_event() -> CanonicalEvent {
+        let case = cases("fhir/")
+            .into_iter()
+            .find(|c| c.name == "fhir/nursing_summary.json")
+            .expect("the nursing summary is in the set");
+        event_of(&case)
+    }
+
+    fn bundle_facts() -> Map<String, Value> {
+        conformance()
+            .expected
+            .get("fhir/nursing_summary.json")
+            .and_then(Value::as_object)
+            .expect("EXPECTED.json has the nursing summary")
+            .clone()
+    }
+
+    fn section_items<'a>(event: &'a CanonicalEvent, code: &str) -> &'a [String] {
+        event
+            .data
+            .document
+            .as_ref()
+            .and_then(|d| d.sections.iter().find(|s| s.code == code))
+            .map_or(&[], |s| s.items.as_slice())
+    }
+
+    #[test]
+    fn the_twin_is_valid_against_the_forms_draft_2020_12_schema() {
+        let schema: Value = serde_json::from_str(NURSING_SUMMARY_SCHEMA_V1).expect("JSON");
+        assert_eq!(
+            schema["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+        assert_eq!(
+            schema["properties"]["form"]["const"],
+            "renkei.nursing_summary"
+        );
+        let members: Vec<&str> = schema["properties"]["sections"]["properties"]
+            .as_object()
+            .expect("the sections")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for section in &NURSING_SECTIONS {
+            assert!(members.contains(&section.member), "{}", section.member);
+        }
+        assert_eq!(members.len(), NURSING_SECTIONS.len());
+        assert_eq!(form_violations(&twin()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_twin_carries_every_fact_of_the_bundles_conformance_entry_but_its_format() {
+        let event = accepted(&twin());
+        let mut facts = bundle_facts();
+        assert_eq!(facts.remove("format"), Some(json!("fhir")));
+        let (held, problems) = check_case(&event, &facts);
+        assert!(problems.is_empty(), "{problems:#?}");
+        let facts_listed = facts
+            .keys()
+            .filter(|k| !renkei_sdk::conformance::NOT_FACTS.contains(&k.as_str()))
+            .count();
+        assert_eq!(held, facts_listed, "every fact is checked, none skipped");
+        // `format` describes the entry, so check_case leaves it out: it is checked alone.
+        assert_eq!(event.data.origin.format, SourceFormat::Json);
+        assert_eq!(
+            renkei_sdk::conformance::check_fact(&event, "format", "json"),
+            renkei_sdk::conformance::Check::Holds
+        );
+        // A valid canonical event like any other, and stable through JSON.
+        let violations = schema_violations(&event);
+        assert!(violations.is_empty(), "{violations:#?}");
+        let text = serde_json::to_string(&event).expect("serialise");
+        let back: CanonicalEvent = serde_json::from_str(&text).expect("deserialise");
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn the_twin_makes_the_bundles_event_with_the_same_sections_in_the_same_order() {
+        let bundle = bundle_event();
+        let form = accepted(&twin());
+        assert_eq!(form.event_type, bundle.event_type);
+        assert_eq!(form.source, bundle.source);
+        assert_eq!(form.time, bundle.time);
+        assert_eq!(form.time.offset(), bundle.time.offset());
+        assert_eq!(form.data.origin.message_id, bundle.data.origin.message_id);
+        assert_eq!(form.data.origin.facility, bundle.data.origin.facility);
+        // The patient in full: ids, names, birth date, sex, address, phone, key person.
+        assert_eq!(form.data.patient, bundle.data.patient);
+        let care_offices = |event: &CanonicalEvent| {
+            event
+                .data
+                .facilities
+                .iter()
+                .filter(|f| f.role == FacilityRole::CareOffice)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(care_offices(&form), care_offices(&bundle));
+        let (Some(f), Some(b)) = (&form.data.document, &bundle.data.document) else {
+            panic!("both are documents");
+        };
+        assert_eq!((&f.code, &f.title, &f.id), (&b.code, &b.title, &b.id));
+        assert_eq!(f.created_at, b.created_at);
+        let heads = |d: &renkei_sdk::Document| {
+            d.sections
+                .iter()
+                .map(|s| (s.code.clone(), s.title.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(heads(f), heads(b));
+        let codes: Vec<&str> = NURSING_SECTIONS.iter().map(|s| s.code).collect();
+        let sent: Vec<&str> = f.sections.iter().map(|s| s.code.as_str()).collect();
+        assert_eq!(sent, codes);
+        // The stay: the Bundle's Encounter period.
+        let stay = |event: &CanonicalEvent| {
+            let e = event.data.encounter.clone().unwrap_or_default();
+            (e.class, e.admitted_at, e.discharged_at)
+        };
+        assert_eq!(stay(&form), stay(&bundle));
+        assert_eq!(stay(&form).0, Some(EncounterClass::Inpatient));
+
+        // Items: where both say the same thing they say it in the same words. The
+        // Bundle's narrative paragraphs have no structured twin, except in sections
+        // that are the same list (ADL, problems) or text (course).
+        for code in ["course", "adl", "nursing-problems"] {
+            assert_eq!(
+                section_items(&form, code),
+                section_items(&bundle, code),
+                "{code}"
+            );
+        }
+        let lines: [(&str, &[&str]); 4] = [
+            (
+                "basic",
+                &[
+                    "妻 架空 花江（080-0000-0004）",
+                    "架空居宅介護支援事業所（1379999995）",
+                ],
+            ),
+            (
+                "history",
+                &[
+                    "慢性心不全（急性増悪後）",
+                    "2型糖尿病",
+                    "心筋梗塞（PCI施行）",
+                ],
+            ),
+            (
+                "medication",
+                &[
+                    "フロセミド錠20mg 1回1錠 1日1回 朝食後（一包化）",
+                    "インスリン注射（持効型） 1日1回 朝 8単位 自己注射",
+                ],
+            ),
+            (
+                "continuing-care",
+                &[
+                    "退院後の継続看護：毎朝の体重測定と記録、下肢浮腫の観察。2日で2kg以上の増加で受診。",
+                ],
+            ),
+        ];
+        for (code, lines) in lines {
+            for line in lines {
+                assert!(
+                    section_items(&bundle, code).iter().any(|item| item == line),
+                    "{code}: the Bundle has no item `{line}`: {:?}",
+                    section_items(&bundle, code)
+                );
+                assert!(
+                    section_items(&form, code)
+                        .iter()
+                        .any(|item| item.starts_with(line)),
+                    "{code}: no item of the form starts with `{line}`: {:?}",
+                    section_items(&form, code)
+                );
+            }
+        }
+        assert!(section_items(&form, "basic").contains(&"要介護度：要介護3".to_owned()));
+        assert!(
+            section_items(&form, "medication")
+                .iter()
+                .any(|item| item.ends_with(" 管理：一包化し、妻が朝夕に手渡している"))
+        );
+    }
+
+    #[test]
+    fn the_form_travels_whole_and_a_utc_time_keeps_its_instant() {
+        let event = accepted(&twin());
+        let document = event.data.document.as_ref().expect("a document");
+        assert_eq!(document.content.as_ref(), Some(&twin()));
+        assert_eq!(document.created_at, Some(event.time));
+        assert_eq!(
+            event.data.origin.raw_sha256,
+            renkei_sdk::Origin::sha256_hex(&serde_json::to_vec(&twin()).expect("serialise"))
+        );
+        let mut utc = twin();
+        utc["created_at"] = json!("2025-06-25T00:40:00Z");
+        let event = accepted(&utc);
+        assert_eq!(event.time.to_rfc3339(), "2025-06-25T09:40:00+09:00");
+        // A stay given as dates starts and ends at 00:00 in Japan, as on the Bundle path.
+        let mut dates = twin();
+        dates["stay"] = json!({"admitted_at": "2025-06-11", "discharged_at": "2025-06-25"});
+        let stay = accepted(&dates).data.encounter.expect("a stay");
+        assert_eq!(
+            stay.admitted_at.map(|t| t.to_rfc3339()).as_deref(),
+            Some("2025-06-11T00:00:00+09:00")
+        );
+        assert_eq!(stay.location, None);
+        let ward = accepted(&twin()).data.encounter.and_then(|e| e.location);
+        assert_eq!(ward.and_then(|l| l.ward).as_deref(), Some("5階西病棟"));
+    }
+
+    /// A change made to the twin.
+    type Alteration = fn(&mut Value);
+
+    /// A refused alteration of the twin and where its error must point.
+    struct BadForm {
+        what: &'static str,
+        alter: Alteration,
+        location: &'static str,
+        mentions: &'static [&'static str],
+    }
+
+    fn remove(value: &mut Value, parent: &str, key: &str) {
+        value
+            .pointer_mut(parent)
+            .and_then(Value::as_object_mut)
+            .and_then(|o| o.remove(key))
+            .expect("the member is there");
+    }
+
+    const BAD_FORMS: &[BadForm] = &[
+        BadForm {
+            what: "no patient id",
+            alter: |v| remove(v, "/patient", "id"),
+            location: "$.patient.id",
+            mentions: &["is missing", "patient id"],
+        },
+        BadForm {
+            what: "a patient id sent as a number",
+            alter: |v| v["patient"]["id"] = json!(10203040),
+            location: "$.patient.id",
+            mentions: &["must be a string", "leading zeros"],
+        },
+        BadForm {
+            what: "a padded patient id",
+            alter: |v| v["patient"]["id"] = json!(" 0010203040"),
+            location: "$.patient.id",
+            mentions: &["padded"],
+        },
+        BadForm {
+            what: "another form",
+            alter: |v| v["form"] = json!("renkei.admission_info"),
+            location: "$.form",
+            mentions: &["`renkei.admission_info`", "care-json"],
+        },
+        BadForm {
+            what: "no form",
+            alter: |v| remove(v, "", "form"),
+            location: "$.form",
+            mentions: &["is missing", "renkei.nursing_summary"],
+        },
+        BadForm {
+            what: "a version the hub does not read",
+            alter: |v| v["version"] = json!("2"),
+            location: "$.version",
+            mentions: &["`2`", "\"1\""],
+        },
+        BadForm {
+            what: "a creation time that is no RFC 3339",
+            alter: |v| v["created_at"] = json!("2025-06-25 09:40"),
+            location: "$.created_at",
+            mentions: &["RFC 3339", "offset"],
+        },
+        BadForm {
+            what: "a creation time without an offset",
+            alter: |v| v["created_at"] = json!("2025-06-25T09:40:00"),
+            location: "$.created_at",
+            mentions: &["offset"],
+        },
+        BadForm {
+            what: "an impossible date of birth",
+            alter: |v| v["patient"]["birth_date"] = json!("1936-13-03"),
+            location: "$.patient.birth_date",
+            mentions: &["YYYY-MM-DD", "not repeated"],
+        },
+        BadForm {
+            what: "an impossible admission date",
+            alter: |v| v["stay"]["admitted_at"] = json!("2025-06-31"),
+            location: "$.stay.admitted_at",
+            mentions: &["YYYY-MM-DD"],
+        },
+        BadForm {
+            what: "an unknown section",
+            alter: |v| v["sections"]["discharge_plan"] = json!(["自宅退院"]),
+            location: "$.sections.discharge_plan",
+            mentions: &[
+                "`discharge_plan` is not a section",
+                "refused rather than dropped",
+            ],
+        },
+        BadForm {
+            what: "a section under its code instead of its member",
+            alter: |v| {
+                let problems = v["sections"]["nursing_problems"].take();
+                remove(v, "/sections", "nursing_problems");
+                v["sections"]["nursing-problems"] = problems;
+            },
+            location: "$.sections.nursing-problems",
+            mentions: &["`nursing_problems`"],
+        },
+        BadForm {
+            what: "an unknown section whose name is patient data",
+            alter: |v| v["sections"]["架空 次郎"] = json!("x"),
+            location: "$.sections",
+            mentions: &["a member of 5 characters is not a section"],
+        },
+        BadForm {
+            what: "no section",
+            alter: |v| v["sections"] = json!({}),
+            location: "$.sections",
+            mentions: &["none of the nursing summary's sections"],
+        },
+        BadForm {
+            what: "only null sections",
+            alter: |v| v["sections"] = json!({"basic": null, "course": null}),
+            location: "$.sections",
+            mentions: &["none of the nursing summary's sections"],
+        },
+        BadForm {
+            what: "an empty list section",
+            alter: |v| v["sections"]["history"] = json!([]),
+            location: "$.sections.history",
+            mentions: &["empty list"],
+        },
+        BadForm {
+            what: "an ADL entry without its value",
+            alter: |v| remove(v, "/sections/adl/1", "value"),
+            location: "$.sections.adl[1].value",
+            mentions: &["is missing", "how the patient does"],
+        },
+        BadForm {
+            what: "a facility code with a separator",
+            alter: |v| v["facility"]["code"] = json!("13-19999998"),
+            location: "$.facility.code",
+            mentions: &["10-digit 医療機関コード"],
+        },
+        BadForm {
+            what: "a care-office number of nine digits",
+            alter: |v| {
+                v["sections"]["basic"]["care_manager"]["office_code"] = json!("137999999");
+            },
+            location: "$.sections.basic.care_manager.office_code",
+            mentions: &["10-digit 介護保険事業所番号"],
+        },
+        BadForm {
+            what: "no document id",
+            alter: |v| remove(v, "", "document_id"),
+            location: "$.document_id",
+            mentions: &["is missing", "stable id"],
+        },
+        BadForm {
+            what: "a sex the form does not know",
+            alter: |v| v["patient"]["sex"] = json!("M"),
+            location: "$.patient.sex",
+            mentions: &["\"male\""],
+        },
+    ];
+
+    #[test]
+    fn bad_forms_are_refused_at_their_json_path_by_normaliser_and_schema_alike() {
+        for bad in BAD_FORMS {
+            let mut value = twin();
+            (bad.alter)(&mut value);
+            let err = match normalize_form(&value) {
+                Ok(event) => panic!("{}: accepted as {}", bad.what, event.event_type),
+                Err(err) => err,
+            };
+            let shown = err.to_string();
+            assert_eq!(
+                err.location.as_deref(),
+                Some(bad.location),
+                "{}: {shown}",
+                bad.what
+            );
+            for mention in bad.mentions {
+                assert!(
+                    shown.contains(mention),
+                    "{}: no `{mention}` in: {shown}",
+                    bad.what
+                );
+            }
+            for data in PATIENT_DATA {
+                assert!(
+                    !shown.contains(data),
+                    "{}: repeats `{data}`: {shown}",
+                    bad.what
+                );
+            }
+            // The schema refuses it too, at that member or one that holds it.
+            let at = pointer(bad.location);
+            let violations = form_violations(&value);
+            assert!(
+                violations
+                    .iter()
+                    .any(|v| at == *v || at.starts_with(&format!("{v}/")) || v.is_empty()),
+                "{}: the schema's violations {violations:?} are not at {at}",
+                bad.what
+            );
+        }
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_path_and_the_first_one_locates_the_refusal() {
+        let mut value = twin();
+        value["created_at"] = json!("yesterday");
+        remove(&mut value, "/patient", "id");
+        value["sections"]["adl"][0]["item"] = json!(5);
+        let err = normalize_form(&value).expect_err("refused");
+        assert_eq!(err.location.as_deref(), Some("$.created_at"));
+        assert!(
+            err.reason.contains("; also $.patient.id: is missing"),
+            "{err}"
+        );
+        assert!(
+            err.reason
+                .contains("$.sections.adl[0].item: must be a string"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_json_are_refused_at_their_position() {
+        let normalizer = NursingSummaryJsonNormalizer::new();
+        let cut = &TWIN.as_bytes()[..TWIN.len() / 2];
+        let err = normalizer.normalize(cut).expect_err("truncated");
+        assert!(
+            err.location
+                .as_deref()
+                .is_some_and(|l| l.starts_with("line ")),
+            "{err}"
+        );
+        assert!(err.reason.contains("truncated"), "{err}");
+        let mut latin = TWIN.as_bytes().to_vec();
+        latin[10] = 0xff;
+        let err = normalizer.normalize(&latin).expect_err("not UTF-8");
+        assert_eq!(err.location.as_deref(), Some("byte 10"));
+        let mut with_mark = b"\xEF\xBB\xBF".to_vec();
+        with_mark.extend_from_slice(TWIN.as_bytes());
+        assert!(normalizer.normalize(&with_mark).is_ok());
+        let err = normalizer.normalize(b"[]").expect_err("not an object");
+        assert_eq!(err.location.as_deref(), Some("$"));
+    }
+
+    #[test]
+    fn null_and_absent_optional_members_and_unknown_members_outside_sections_are_accepted() {
+        let variants: [(&str, Alteration); 8] = [
+            ("null author and stay", |v| {
+                v["author"] = Value::Null;
+                v["stay"] = Value::Null;
+            }),
+            ("a null phone and sex", |v| {
+                v["patient"]["phone"] = Value::Null;
+                v["patient"]["sex"] = Value::Null;
+            }),
+            ("a vendor's own member", |v| {
+                v["x_vendor"] = json!({"system": "看護支援"})
+            }),
+            ("a note in an ADL entry", |v| {
+                v["sections"]["adl"][0]["note"] = json!("自主トレ")
+            }),
+            ("a minor version", |v| v["version"] = json!("1.2")),
+            ("one section only", |v| {
+                let course = v["sections"]["course"].take();
+                v["sections"] = json!({ "course": course });
+            }),
+            ("null sections beside one", |v| {
+                v["sections"]["history"] = Value::Null;
+                v["sections"]["basic"] = Value::Null;
+            }),
+            ("a blank ward", |v| v["stay"]["ward"] = json!("  ")),
+        ];
+        for (what, alter) in variants {
+            let mut value = twin();
+            alter(&mut value);
+            assert_eq!(form_violations(&value), Vec::<String>::new(), "{what}");
+            let event = normalize_form(&value).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let (_, problems) = check_case(
+                &event,
+                &Map::from_iter([
+                    ("patient_id".to_owned(), json!("0010203040")),
+                    ("message_id".to_owned(), json!("1319999998^2025^N0000412")),
+                ]),
+            );
+            assert!(problems.is_empty(), "{what}: {problems:?}");
+        }
+        let mut null_stay = twin();
+        null_stay["stay"] = Value::Null;
+        assert_eq!(accepted(&null_stay).data.encounter, None);
+        let mut one = twin();
+        one["sections"] = json!({"course": "経過は良好。"});
+        let codes: Vec<String> = accepted(&one)
+            .data
+            .document
+            .map(|d| d.sections.into_iter().map(|s| s.code).collect())
+            .unwrap_or_default();
+        assert_eq!(codes, ["course"]);
+    }
+
+    #[test]
+    fn sections_follow_the_table_order_whatever_order_the_members_are_sent_in() {
+        let reversed = r#"{"form": "renkei.nursing_summary", "version": "1",
+            "document_id": "D-1", "created_at": "2025-06-25T09:40:00+09:00",
+            "facility": {"code": "1319999998"}, "patient": {"id": "P-1"},
+            "sections": {"continuing_care": [{"need": "体重測定"}], "nursing_problems": ["転倒"],
+                         "course": "安定", "basic": {"household": "独居"}}}"#;
+        let event = NursingSummaryJsonNormalizer::new()
+            .normalize(reversed.as_bytes())
+            .expect("accepted");
+        let codes: Vec<String> = event
+            .data
+            .document
+            .map(|d| d.sections.into_iter().map(|s| s.code).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            codes,
+            ["basic", "course", "nursing-problems", "continuing-care"]
+        );
+    }
+
+    #[test]
+    fn the_care_manager_and_recipients_become_items_and_facilities() {
+        let mut value = twin();
+        value["sections"]["basic"]["care_manager"]["name"] = json!("模擬 介子");
+        value["sections"]["basic"]["care_manager"]["phone"] = json!("03-0000-5555");
+        value["recipients"] = json!(["1379999995", "1369999999", "1369999999"]);
+        let event = accepted(&value);
+        assert!(
+            section_items(&event, "basic")
+                .contains(&"ケアマネジャー：模擬 介子（03-0000-5555）".to_owned()),
+            "{:?}",
+            section_items(&event, "basic")
+        );
+        let facilities: Vec<(FacilityRole, &str)> = event
+            .data
+            .facilities
+            .iter()
+            .map(|f| (f.role, f.code.as_str()))
+            .collect();
+        assert_eq!(
+            facilities,
+            [
+                (FacilityRole::CareOffice, "1379999995"),
+                (FacilityRole::Recipient, "1379999995"),
+                (FacilityRole::Recipient, "1369999999"),
+            ]
+        );
+        let (_, problems) = check_case(
+            &event,
+            &Map::from_iter([
+                ("care_office_facility".to_owned(), json!("1379999995")),
+                ("referral_to_facility".to_owned(), json!("1369999999")),
+            ]),
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        // The sending hospital is no care office of its own patient.
+        let mut own = twin();
+        own["sections"]["basic"]["care_manager"]["office_code"] = json!("1319999998");
+        assert!(accepted(&own).data.facilities.is_empty());
+    }
+
+    #[test]
+    fn schema_and_normaliser_give_every_alteration_of_the_twin_the_same_verdict() {
+        let (mut tried, mut refused) = (0, 0);
+        for (what, mutant) in alterations(&twin()) {
+            tried += 1;
+            let raw = serde_json::to_vec(&mutant).expect("serialise");
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                NursingSummaryJsonNormalizer::new().normalize(&raw)
+            }))
+            .unwrap_or_else(|_| panic!("{what}: the normaliser panicked"));
+            let violations = form_violations(&mutant);
+            match outcome {
+                Ok(event) => {
+                    assert!(
+                        violations.is_empty(),
+                        "{what}: accepted, but the schema says {violations:?}"
+                    );
+                    let problems = schema_violations(&event);
+                    assert!(
+                        problems.is_empty(),
+                        "{what}: accepted but schema-invalid: {problems:?}"
+                    );
+                }
+                Err(e) => {
+                    refused += 1;
+                    assert!(
+                        !violations.is_empty(),
+                        "{what}: refused ({e}), but the schema accepts it"
+                    );
+                    assert!(
+                        e.location.as_deref().is_some_and(|l| l.starts_with('$')),
+                        "{what}: {e}"
+                    );
+                    for data in PATIENT_DATA {
+                        assert!(
+                            !e.to_string().contains(data),
+                            "{what}: repeats `{data}`: {e}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(
+            refused > 0 && refused < tried,
+            "{refused} of {tried} refused"
+        );
+    }
+
+    #[test]
+    fn the_file_format_takes_the_form_and_leaves_bundles_and_care_forms_alone() {
+        let format = NursingSummaryJsonFile;
+        assert_eq!(format.name(), "nursing-json");
+        assert!(format.recognizes("summary.json", TWIN.as_bytes()));
+        assert!(format.recognizes("anything", format!("\u{feff}  {TWIN}").as_bytes()));
+        let bundle = cases("fhir/")
+            .into_iter()
+            .find(|c| c.name == "fhir/nursing_summary.json")
+            .expect("the Bundle");
+        assert!(!format.recognizes("nursing_summary.json", &bundle.raw));
+        let care = br#"{"form": "renkei.admission_info", "version": "1"}"#;
+        assert!(!format.recognizes("NYUIN_x.json", care));
+        let events = format
+            .read("summary.json", TWIN.as_bytes(), &TimeWindow::default())
+            .expect("read");
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].data.origin.message_id, "1319999998^2025^N0000412");
+        // The window a drop folder configures applies.
+        let past = TimeWindow::between(
+            chrono::DateTime::<chrono::Utc>::MIN_UTC,
+            chrono::DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
+                .expect("time")
+                .to_utc(),
+        );
+        let err = format
+            .read("summary.json", TWIN.as_bytes(), &past)
+            .expect_err("too late");
+        assert_eq!(err.location.as_deref(), Some("$.created_at"));
+    }
+}
+
+/// The vendor document's examples of the JSON form stay in step with the normaliser.
+mod nursing_summary_document {
+    use super::*;
+    use renkei_fhir::NursingSummaryJsonNormalizer;
+
+    #[test]
+    fn the_documents_json_form_examples_are_accepted_and_the_complete_one_is_the_twin() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/nursing-summary.md");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let examples: Vec<Value> = text
+            .split("```json\n")
+            .skip(1)
+            .filter_map(|block| block.split("```").next())
+            .filter_map(|block| serde_json::from_str::<Value>(block).ok())
+            .filter(|value| value["form"] == "renkei.nursing_summary")
+            .collect();
+        assert_eq!(examples.len(), 2, "the complete and the smallest example");
+        for example in &examples {
+            let raw = serde_json::to_vec(example).expect("serialise");
+            if let Err(e) = NursingSummaryJsonNormalizer::new().normalize(&raw) {
+                panic!("an example of docs/nursing-summary.md is refused: {e}");
+            }
+        }
+        let twin: Value = serde_json::from_str(include_str!("data/nursing_summary_form.json"))
+            .expect("the twin is JSON");
+        assert_eq!(examples[0], twin, "the complete example is the test twin");
+    }
+}

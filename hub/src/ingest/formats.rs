@@ -12,6 +12,7 @@ pub fn file_formats() -> Vec<Box<dyn FileFormat>> {
         Box::new(renkei_hl7v2::Hl7File),
         Box::new(renkei_carefile::AdmissionInfoJsonFile),
         Box::new(renkei_carefile::CareCsvFile),
+        Box::new(renkei_fhir::NursingSummaryJsonFile),
         Box::new(renkei_fhir::FhirFile),
     ]
 }
