@@ -9,7 +9,8 @@
 //!
 //! - The event time and `document.created_at` are `Composition.date`; the message id
 //!   and `document.id` are `Bundle.identifier.value` (JP-CLINS's stable key:
-//!   the same identifier sent again replaces the document).
+//!   the same identifier sent again unchanged is a duplicate; a changed document under it is
+//!   refused as a reused id until the hub replaces documents).
 //! - The facility is the custodian's (an Organization identified in the
 //!   medical-institution-number system), else the author Organization's, else the
 //!   紹介元 (920) section's, else the Encounter's serviceProvider, else the facility the
@@ -485,7 +486,7 @@ pub(crate) fn normalize(
     if composition.str("status") == Some("entered-in-error") {
         return Err(NormalizeError::at(
             composition.path_to("status"),
-            "Composition.status is entered-in-error: the document is withdrawn, and the hub has no event for a withdrawal; resend a corrected document under the same Bundle.identifier to replace it",
+            "Composition.status is entered-in-error: the document is withdrawn, and the hub has no event for a withdrawal yet; tell the recipients another way",
         ));
     }
     let kind = kind(composition)?;
