@@ -2,7 +2,8 @@
 //! canonical event v1, and the MLLP transport.
 //!
 //! - [`charset`]: reads `MSH-18` from the raw bytes and decodes the message (UTF-8,
-//!   ISO-2022-JP `~ISO IR87`, Shift_JIS/MS932) strictly, *before* any splitting.
+//!   ISO-2022-JP `~ISO IR87`, Shift_JIS/MS932) *before* any splitting, leniently where
+//!   the bytes are unambiguous (the assumption is recorded in `origin.assumed_charset`).
 //! - [`parse`]: an allocation-light ER7 parser over the decoded text.
 //! - [`normalize`]: [`Hl7Normalizer`], the [`renkei_sdk::Normalizer`] for ADT A01, A02,
 //!   A03, A04, A08, A11, A12, A13 and A31.

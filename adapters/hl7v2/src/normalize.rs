@@ -17,6 +17,12 @@
 //! date of birth, must lie in the normaliser's [`TimeWindow`] (by default 1900 to a year
 //! ahead of the clock); one outside it is refused naming its field.
 //!
+//! Besides identifiers (PID-3), name (PID-5), date of birth, sex and insurance (IN1),
+//! the patient carries what a receiving care office needs: the home address (PID-11),
+//! the phone number (PID-13) and the key person (NK1: name, relationship, phone). The
+//! character set the bytes were read as, when `MSH-18` did not say it, is
+//! `origin.assumed_charset` (see [`charset`]).
+//!
 //! Errors name the HL7 location (`MSH-9`, `PID-3`, `EVN-2`…) and never repeat patient
 //! data: names, identifiers and dates of birth are not echoed; codes and timestamps are.
 
@@ -24,14 +30,15 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, FixedOffset};
 use renkei_sdk::{
-    CanonicalEvent, Encounter, EncounterClass, EventData, EventType, Identifier, Insurance,
-    Location, MedicalInsurance, NormalizeError, Normalizer, Origin, Patient, PersonName,
-    Practitioner, Sex, SourceFormat, TimeWindow, facility_source, local_patient_id_system,
+    Address, CanonicalEvent, Encounter, EncounterClass, EventData, EventType, Identifier,
+    Insurance, Location, MedicalInsurance, NormalizeError, Normalizer, Origin, Patient, PersonName,
+    Practitioner, RelatedPerson, Sex, SourceFormat, TimeWindow, facility_source,
+    local_patient_id_system,
 };
 
 use crate::charset::{self, shown};
 use crate::dtm;
-use crate::parse::{Component, Field, Message, Segment, SegmentFields};
+use crate::parse::{Component, Field, Message, Repetition, Segment, SegmentFields};
 
 /// The ADT trigger events the hub normalises.
 pub const HANDLED_TRIGGERS: [&str; 9] = [
@@ -65,7 +72,9 @@ impl Normalizer for Hl7Normalizer {
     fn normalize(&self, raw: &[u8]) -> Result<CanonicalEvent, NormalizeError> {
         let decoded = charset::decode(raw)?;
         let message = Message::parse(&decoded.text)?;
-        normalize_message(&message, raw, &self.window)
+        let mut event = normalize_message(&message, raw, &self.window)?;
+        event.data.origin.assumed_charset = decoded.assumed;
+        Ok(event)
     }
 }
 
@@ -266,7 +275,9 @@ fn normalize_message(
             "the message has no PID segment: there is no patient to route for",
         )
     })?;
-    let identifiers = identifiers(pid, &facility);
+    // PID is read in six places: find its fields once.
+    let pid = pid.fields();
+    let identifiers = identifiers(pid.field(3), &facility);
     if identifiers.is_empty() {
         return Err(NormalizeError::at(
             "PID-3",
@@ -316,11 +327,13 @@ fn normalize_message(
 
     let patient = Patient {
         identifiers,
-        name: person_name(pid),
-        birth_date: birth_date(pid, window)?,
-        sex: sex(pid),
+        name: person_name(pid.field(5)),
+        birth_date: birth_date(pid.field(7), window)?,
+        sex: sex(pid.field(8)),
         insurance: insurance(message),
-        ..Patient::default()
+        address: address(pid.field(11)),
+        phone: phone(pid.field(13)),
+        key_person: key_person(message),
     };
     let encounter = pv1.and_then(|pv1| encounter(&pv1, pv1_44, pv1_45));
     let sending_application = msh.field(3);
@@ -433,9 +446,9 @@ fn assigning_system(authority: Component<'_>) -> Option<String> {
 }
 
 /// PID-3: every repetition with a CX.1.
-fn identifiers(pid: Segment<'_>, facility: &str) -> Vec<Identifier> {
+fn identifiers(field: Field<'_>, facility: &str) -> Vec<Identifier> {
     let mut out: Vec<Identifier> = Vec::new();
-    for rep in pid.field(3).repetitions() {
+    for rep in field.repetitions() {
         let Some(value) = text(rep.component(1).value()) else {
             continue;
         };
@@ -449,47 +462,312 @@ fn identifiers(pid: Segment<'_>, facility: &str) -> Vec<Identifier> {
     out
 }
 
+/// The forms of one person's name (an XPN field such as PID-5 or NK1-2), each "family
+/// given", by name representation code (XPN.8), the legal name (XPN.7 `L`) first.
+#[derive(Debug, Default)]
+struct NameForms {
+    /// `I`: ideographic (kanji).
+    ideographic: Option<String>,
+    /// `A`: alphabetic.
+    alphabetic: Option<String>,
+    /// `P`: phonetic (kana).
+    phonetic: Option<String>,
+    /// The first repetition without XPN.8.
+    unmarked: Option<String>,
+}
+
+impl NameForms {
+    fn read(field: Field<'_>) -> Self {
+        let mut forms = NameForms::default();
+        let mut legal = [false; 3];
+        for rep in field.repetitions() {
+            let Some(name) = join_name(
+                rep.component(1).subcomponent(1).value(),
+                rep.component(2).value(),
+            ) else {
+                continue;
+            };
+            let is_legal = rep.component(7).value().trim() == "L";
+            let (slot, was_legal) = match rep.component(8).value().trim() {
+                "I" => (&mut forms.ideographic, &mut legal[0]),
+                "A" => (&mut forms.alphabetic, &mut legal[1]),
+                "P" => (&mut forms.phonetic, &mut legal[2]),
+                "" => {
+                    forms.unmarked.get_or_insert(name);
+                    continue;
+                }
+                _ => continue,
+            };
+            if slot.is_none() || (is_legal && !*was_legal) {
+                *slot = Some(name);
+                *was_legal = is_legal;
+            }
+        }
+        forms
+    }
+
+    /// The kanji form: the `I` repetition, else one without XPN.8.
+    fn kanji(&mut self) -> Option<String> {
+        self.ideographic.take().or_else(|| self.unmarked.take())
+    }
+}
+
 /// PID-5: the kanji (XPN.8 `I`) and kana (XPN.8 `P`) repetitions, legal names (XPN.7
 /// `L`) first; a repetition without XPN.8 is taken as kanji when there is no `I` one.
-fn person_name(pid: Segment<'_>) -> Option<PersonName> {
-    let mut kanji: Option<(String, bool)> = None;
-    let mut kana: Option<(String, bool)> = None;
-    let mut unmarked: Option<String> = None;
-    for rep in pid.field(5).repetitions() {
-        let Some(name) = join_name(
-            rep.component(1).subcomponent(1).value(),
-            rep.component(2).value(),
-        ) else {
-            continue;
-        };
-        let legal = rep.component(7).value().trim() == "L";
-        let slot = match rep.component(8).value().trim() {
-            "I" => &mut kanji,
-            "P" => &mut kana,
-            "" => {
-                unmarked.get_or_insert(name);
-                continue;
-            }
-            _ => continue,
-        };
-        if slot
-            .as_ref()
-            .is_none_or(|(_, was_legal)| legal && !was_legal)
-        {
-            *slot = Some((name, legal));
-        }
-    }
-    let kanji = kanji.map(|(n, _)| n).or(unmarked);
-    let kana = kana.map(|(n, _)| n);
+fn person_name(field: Field<'_>) -> Option<PersonName> {
+    let mut forms = NameForms::read(field);
+    let kanji = forms.kanji();
+    let kana = forms.phonetic;
     (kanji.is_some() || kana.is_some()).then_some(PersonName { kanji, kana })
+}
+
+/// PID-11 (XAD): the first home address (XAD.7 `H`), else the first address given.
+/// The text is prefecture (XAD.4), city (XAD.3), street (XAD.1) and other designation
+/// (XAD.2), as Japanese addresses are written: run together, with a space only before
+/// the other designation (a building, a room) and between two Latin words. A 7-digit
+/// postal code (XAD.5) is written `100-0001`.
+fn address(field: Field<'_>) -> Option<Address> {
+    let mut first = None;
+    for rep in field.repetitions() {
+        let [street, other, city, state, zip, _, kind] = components(rep);
+        let (sad_1, sad_2, sad_3) = match street {
+            Some(street) => (
+                street.subcomponent(1).value(),
+                street.subcomponent(2).value(),
+                street.subcomponent(3).value(),
+            ),
+            None => (Cow::Borrowed(""), Cow::Borrowed(""), Cow::Borrowed("")),
+        };
+        let (state, city, other) = (value(state), value(city), value(other));
+        // SAD.2 street name and SAD.3 dwelling number stand in for an empty SAD.1.
+        let (street_1, street_2) = match present(&sad_1) {
+            Some(line) => (Some(line), None),
+            None => (present(&sad_2), present(&sad_3)),
+        };
+        let parts = [
+            present(&state),
+            present(&city),
+            street_1,
+            street_2,
+            present(&other),
+        ];
+        let address = Address {
+            postal_code: text(value(zip)).map(postal_code),
+            text: join_parts(&parts, 4),
+        };
+        if address == Address::default() {
+            continue;
+        }
+        if value(kind).trim().eq_ignore_ascii_case("H") {
+            return Some(address);
+        }
+        first.get_or_insert(address);
+    }
+    first
+}
+
+/// The first `N` components of `rep`, found in one pass (`None` past its end).
+fn components<const N: usize>(rep: Repetition<'_>) -> [Option<Component<'_>>; N] {
+    let mut out = [None; N];
+    for (slot, component) in out.iter_mut().zip(rep.components()) {
+        *slot = Some(component);
+    }
+    out
+}
+
+/// The value of a component that may be absent.
+fn value(component: Option<Component<'_>>) -> Cow<'_, str> {
+    component.map_or(Cow::Borrowed(""), |c| c.value())
+}
+
+/// A 郵便番号 of seven digits written `NNN-NNNN`; any other value as sent.
+fn postal_code(value: String) -> String {
+    match value.as_bytes() {
+        digits @ [_, _, _, _, _, _, _] if digits.iter().all(u8::is_ascii_digit) => {
+            format!("{}-{}", &value[..3], &value[3..])
+        }
+        _ => value,
+    }
+}
+
+/// Joins the parts of a Japanese address in order: a part already starting with what
+/// came before (a city given with its prefecture) replaces it; a space goes between two
+/// Latin letters or digits, and before every part from index `spaced_from` on.
+fn join_parts(parts: &[Option<&str>], spaced_from: usize) -> Option<String> {
+    let capacity = parts.iter().flatten().map(|p| p.len() + 1).sum();
+    let mut line = String::with_capacity(capacity);
+    for (index, part) in parts.iter().enumerate() {
+        let Some(part) = part else { continue };
+        if line.is_empty() || part.starts_with(line.as_str()) {
+            line.clear();
+        } else {
+            let latin = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+            if index >= spaced_from
+                || (latin(line.chars().next_back()) && latin(part.chars().next()))
+            {
+                line.push(' ');
+            }
+        }
+        line.push_str(part);
+    }
+    (!line.is_empty()).then_some(line)
+}
+
+/// An XTN field (PID-13, NK1-5): the number of the first repetition used for the
+/// primary residence (XTN.2 `PRN`), else of the first telephone given. A repetition
+/// that is an e-mail address, a fax or a beeper (XTN.2 `NET`, `BPN`; XTN.3 `Internet`,
+/// `X.400`, `FX`, `BP`) is no telephone. The number is XTN.1 as written, else the
+/// unformatted XTN.12, else built from XTN.5 to XTN.8 (`03-00000000 内線 12`).
+fn phone(field: Field<'_>) -> Option<String> {
+    let mut first = None;
+    for rep in field.repetitions() {
+        let [
+            formatted,
+            used_for,
+            equipment,
+            _,
+            country,
+            area,
+            local,
+            extension,
+            _,
+            _,
+            _,
+            unformatted,
+        ] = components(rep);
+        let is_one_of = |component, codes: &[&str]| {
+            let code = value(component);
+            let code = code.trim();
+            codes.iter().any(|c| code.eq_ignore_ascii_case(c))
+        };
+        if is_one_of(used_for, &["NET", "BPN"])
+            || is_one_of(equipment, &["Internet", "X.400", "FX", "BP"])
+        {
+            continue;
+        }
+        let number = text(value(formatted))
+            .or_else(|| text(value(unformatted)))
+            .or_else(|| {
+                // Country code (when not Japan's), area code, local number, extension.
+                let part = |component| text(value(component));
+                let mut number = match (part(area), part(local)) {
+                    (Some(area), Some(local)) => format!("{area}-{local}"),
+                    (None, Some(local)) => local,
+                    (_, None) => return None,
+                };
+                if let Some(country) = part(country).filter(|c| c.trim_start_matches('+') != "81") {
+                    number = format!("+{} {number}", country.trim_start_matches('+'));
+                }
+                if let Some(extension) = part(extension) {
+                    number.push_str(" 内線 ");
+                    number.push_str(&extension);
+                }
+                Some(number)
+            });
+        let Some(number) = number else { continue };
+        if is_one_of(used_for, &["PRN"]) {
+            return Some(number);
+        }
+        first.get_or_insert(number);
+    }
+    first
+}
+
+/// The key person (キーパーソン): the first NK1 marked as the emergency contact or key
+/// person (NK1-7 contact role `C`, NK1-3 relationship `EMC`, or either one's text
+/// naming キーパーソン or 緊急連絡先), else the first NK1 that is not an employer or
+/// agency (NK1-7 `E`, `F`, `I`, `S`).
+fn key_person(message: &Message<'_>) -> Option<RelatedPerson> {
+    let marked = |nk1: &Segment<'_>| {
+        let role = nk1.field(7);
+        let relationship = nk1.field(3);
+        let names_key_person = |field: Field<'_>| {
+            let words = field.component(2).value();
+            ["キーパーソン", "キー・パーソン", "緊急連絡"]
+                .iter()
+                .any(|w| words.contains(w))
+        };
+        role.component(1).value().trim().eq_ignore_ascii_case("C")
+            || relationship
+                .component(1)
+                .value()
+                .trim()
+                .eq_ignore_ascii_case("EMC")
+            || names_key_person(role)
+            || names_key_person(relationship)
+    };
+    let organisation = |nk1: &Segment<'_>| {
+        let role = nk1.field(7).component(1).value();
+        ["E", "F", "I", "S"]
+            .iter()
+            .any(|code| role.trim().eq_ignore_ascii_case(code))
+    };
+    message
+        .segments_named("NK1")
+        .filter(marked)
+        .find_map(related_person)
+        .or_else(|| {
+            message
+                .segments_named("NK1")
+                .filter(|nk1| !organisation(nk1))
+                .find_map(related_person)
+        })
+}
+
+/// One NK1: name (NK1-2, the kanji form preferred), relationship (NK1-3) and phone
+/// (NK1-5, else the business phone NK1-6).
+fn related_person(nk1: Segment<'_>) -> Option<RelatedPerson> {
+    let mut names = NameForms::read(nk1.field(2));
+    let name = names.kanji().or(names.alphabetic).or(names.phonetic);
+    let person = RelatedPerson {
+        name,
+        relationship: relationship(nk1.field(3)),
+        phone: phone(nk1.field(5)).or_else(|| phone(nk1.field(6))),
+    };
+    (person != RelatedPerson::default()).then_some(person)
+}
+
+/// NK1-3 (CWE): the source's text (CWE.2), else the code (CWE.1) in words, HL7 table
+/// 0063 codes in Japanese where a care office would use them, any other code as sent.
+fn relationship(field: Field<'_>) -> Option<String> {
+    if let Some(words) = text(field.component(2).value()) {
+        return Some(words);
+    }
+    let code = text(field.component(1).value())?;
+    let words = match code.to_ascii_uppercase().as_str() {
+        "SPO" => "配偶者",
+        "DOM" => "内縁の配偶者",
+        "CHD" | "NCH" => "子",
+        "SON" => "息子",
+        "DAU" => "娘",
+        "SCH" => "継子",
+        "FCH" => "里子",
+        "GCH" => "孫",
+        "PAR" => "親",
+        "MTH" => "母",
+        "FTH" => "父",
+        "GRP" => "祖父母",
+        "SIB" => "兄弟姉妹",
+        "BRO" => "兄弟",
+        "SIS" => "姉妹",
+        "EXF" => "親族",
+        "GRD" => "後見人",
+        "CGV" => "介護者",
+        "FND" => "友人",
+        "EMC" => "緊急連絡先",
+        "SEL" => "本人",
+        "OTH" => "その他",
+        _ => return Some(code),
+    };
+    Some(words.to_owned())
 }
 
 /// PID-7: the date of birth; a value less precise than a day is left out.
 fn birth_date(
-    pid: Segment<'_>,
+    field: Field<'_>,
     window: &TimeWindow,
 ) -> Result<Option<chrono::NaiveDate>, NormalizeError> {
-    let raw = pid.field(7).value();
+    let raw = field.value();
     let Some(value) = present(&raw) else {
         return Ok(None);
     };
@@ -512,8 +790,8 @@ fn birth_date(
 }
 
 /// PID-8: administrative sex (HL7 table 0001).
-fn sex(pid: Segment<'_>) -> Option<Sex> {
-    match pid.field(8).value().trim() {
+fn sex(field: Field<'_>) -> Option<Sex> {
+    match field.value().trim() {
         "F" | "f" => Some(Sex::Female),
         "M" | "m" => Some(Sex::Male),
         "O" | "o" | "A" | "a" => Some(Sex::Other),
@@ -901,6 +1179,62 @@ mod tests {
         let e = err(&format!("{MSH}\rEVN||20250410||||架空花子\rPID|1||42"));
         assert_eq!(e.location.as_deref(), Some("EVN-6"));
         assert!(!e.to_string().contains("架空"), "{e}");
+    }
+
+    #[test]
+    fn relationship_codes_read_in_japanese_and_source_words_win() {
+        let msg = |nk1_3: &str| {
+            let event = ok(&format!(
+                "{MSH}\rEVN||20250410\rPID|1||42\rNK1|1|架空^一郎|{nk1_3}"
+            ));
+            event.data.patient.key_person.and_then(|k| k.relationship)
+        };
+        for (code, words) in [
+            ("SPO", "配偶者"),
+            ("CHD", "子"),
+            ("DAU", "娘"),
+            ("son", "息子"),
+            ("MTH", "母"),
+            ("FTH", "父"),
+            ("SIB", "兄弟姉妹"),
+            ("GRD", "後見人"),
+            ("FND", "友人"),
+            ("OTH", "その他"),
+            ("SPO^妻^HL70063", "妻"),
+            ("^長男", "長男"),
+            ("Z01^^99LOCAL", "Z01"),
+        ] {
+            assert_eq!(msg(code).as_deref(), Some(words), "{code}");
+        }
+        assert_eq!(msg("\"\""), None);
+    }
+
+    #[test]
+    fn address_parts_join_as_japanese_addresses_are_written() {
+        // `spaced`: the last part is an other designation (a building, a room).
+        let join = |parts: [&str; 3], spaced: bool| {
+            join_parts(&parts.map(present), if spaced { 1 } else { parts.len() })
+        };
+        assert_eq!(
+            join(["東京都", "架空市", "架空町1-2-3"], false).as_deref(),
+            Some("東京都架空市架空町1-2-3")
+        );
+        assert_eq!(
+            join(["東京都", "東京都架空市", ""], false).as_deref(),
+            Some("東京都架空市")
+        );
+        assert_eq!(
+            join(["Tokyo", "Kaku City", "1-2-3 Kaku"], false).as_deref(),
+            Some("Tokyo Kaku City 1-2-3 Kaku")
+        );
+        assert_eq!(join(["", "\"\"", " "], false), None);
+        assert_eq!(
+            join(["架空町1-2-3", "架空ハイツ101", ""], true).as_deref(),
+            Some("架空町1-2-3 架空ハイツ101")
+        );
+        assert_eq!(postal_code("1000001".to_owned()), "100-0001");
+        assert_eq!(postal_code("100-0001".to_owned()), "100-0001");
+        assert_eq!(postal_code("１００".to_owned()), "１００");
     }
 
     #[test]

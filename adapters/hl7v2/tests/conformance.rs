@@ -18,11 +18,13 @@ use bytes::BytesMut;
 use chrono::DateTime;
 use jsonschema::Validator;
 use renkei_hl7v2::{
-    AckCode, AckError, ErrorCode, Hl7Normalizer, Message, MllpCodec, MllpError, MshHeader, Segment,
-    build_ack, decode,
+    AckCode, AckError, Charset, ErrorCode, Hl7Normalizer, Message, MllpCodec, MllpError, MshHeader,
+    Segment, build_ack, decode,
 };
 use renkei_sdk::conformance::check_case;
-use renkei_sdk::{CanonicalEvent, EVENT_SCHEMA_V1, NormalizeError, Normalizer};
+use renkei_sdk::{
+    Address, CanonicalEvent, EVENT_SCHEMA_V1, NormalizeError, Normalizer, RelatedPerson,
+};
 use serde_json::{Map, Value};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -708,4 +710,339 @@ fn acks_answer_each_conformance_message() {
             );
         }
     }
+}
+
+// What a care office needs: address, phone and key person (PID-11, PID-13, NK1).
+
+/// An A01 of the conformance patient with `segments` after MSH and EVN.
+fn admission(msh18: &str, pid_tail: &str, segments: &[&str]) -> String {
+    let mut text = format!(
+        "MSH|^~\\&|HIS01|1319999999|RENKEI|HUB|20250410093015||ADT^A01^ADT_A01|CARE1|P|2.5||||||{msh18}\r\
+         EVN||20250410093000\r\
+         PID|0001||0000482915^^^^PI||架空^花子^^^^^L^I~カクウ^ハナコ^^^^^L^P||19380315|F{pid_tail}\r"
+    );
+    for segment in segments {
+        text.push_str(segment);
+        text.push('\r');
+    }
+    text
+}
+
+/// A home address after a business one, a phone after an e-mail address and a work
+/// number, and three NK1: an employer, a son, and the daughter marked as the emergency
+/// contact (kana repetition first), with escape sequences in the address and a name.
+fn care_admission(msh18: &str) -> String {
+    admission(
+        msh18,
+        "|||架空ビル別館^^^^9999999^JPN^B~架空町1-2-3^架空ハイツA\\T\\B棟101^架空市^東京都^1000001^JPN^H\
+         ||^NET^Internet^hanako@example.invalid~^WPN^PH^^^^^^^^^03-1111-1111~^PRN^PH^^^^^^^^^03-0000-0000",
+        &[
+            "NK1|1|架空商事^^^^^^L|||^WPN^PH^^^^^^^^^03-2222-2222||E",
+            "NK1|2|カクウ^ジロウ^^^^^L^P~架空^次郎^^^^^L^I|SON^^HL70063||^PRN^CP^^^^^^^^^090-1111-1111||N",
+            "NK1|3|カクウ^ハナ^^^^^L^P~架空^葉菜^^^^^L^I|DAU^長女^HL70063||^PRN^CP^^^^^^^^^090-0000-0000||C^緊急連絡先",
+        ],
+    )
+}
+
+fn care_event(raw: &[u8]) -> CanonicalEvent {
+    let event = normalize(raw).unwrap_or_else(|e| panic!("refused: {e}"));
+    let violations = schema_violations(&event);
+    assert!(violations.is_empty(), "{violations:#?}");
+    event
+}
+
+#[test]
+fn care_office_gets_home_address_phone_and_key_person_in_every_charset() {
+    let expected_address = Address {
+        postal_code: Some("100-0001".to_owned()),
+        text: Some("東京都架空市架空町1-2-3 架空ハイツA&B棟101".to_owned()),
+    };
+    let expected_key_person = RelatedPerson {
+        name: Some("架空 葉菜".to_owned()),
+        relationship: Some("長女".to_owned()),
+        phone: Some("090-0000-0000".to_owned()),
+    };
+    for (charset, msh18, assumed) in [
+        (Charset::Utf8, "UNICODE UTF-8", None),
+        (Charset::Iso2022Jp, "~ISO IR87", None),
+        (Charset::ShiftJis, "SHIFT_JIS", None),
+        (Charset::Iso2022Jp, "", Some("ISO-2022-JP (MSH-18 empty)")),
+    ] {
+        let raw = charset.encode(&care_admission(msh18));
+        let event = care_event(&raw);
+        let patient = &event.data.patient;
+        assert_eq!(
+            patient.address.as_ref(),
+            Some(&expected_address),
+            "{charset} {msh18}"
+        );
+        assert_eq!(
+            patient.phone.as_deref(),
+            Some("03-0000-0000"),
+            "{charset} {msh18}"
+        );
+        assert_eq!(
+            patient.key_person.as_ref(),
+            Some(&expected_key_person),
+            "{charset} {msh18}"
+        );
+        assert_eq!(
+            event.data.origin.assumed_charset.as_deref(),
+            assumed,
+            "{charset} {msh18}"
+        );
+    }
+}
+
+#[test]
+fn key_person_falls_back_to_the_first_person_with_table_0063_in_japanese() {
+    // No NK1 is marked: the first one that is not an employer, its code in words.
+    let text = admission(
+        "UNICODE UTF-8",
+        "|||^^架空市^東京都^1000001||^WPN^PH^^^^^^^^^03-1111-1111",
+        &[
+            "NK1|1|架空商事|||^WPN^PH^^^^^^^^^03-2222-2222||E",
+            "NK1|2|架空^次郎^^^^^L|DAU||^^^^^03^00000000^12",
+            "NK1|3|架空^三郎^^^^^L|SON^息子||||C",
+        ],
+    );
+    let patient = care_event(text.as_bytes()).data.patient;
+    assert_eq!(
+        patient.address,
+        Some(Address {
+            postal_code: Some("100-0001".to_owned()),
+            text: Some("東京都架空市".to_owned()),
+        })
+    );
+    // Only a work number: it is still the number to call.
+    assert_eq!(patient.phone.as_deref(), Some("03-1111-1111"));
+    // NK1-3 has nothing to mark, but NK1-7 `C` does.
+    assert_eq!(
+        patient.key_person.and_then(|p| p.name).as_deref(),
+        Some("架空 三郎")
+    );
+
+    let text = admission(
+        "UNICODE UTF-8",
+        "|||^^東京都架空市^東京都",
+        &[
+            "NK1|1|架空商事|||^WPN^PH^^^^^^^^^03-2222-2222||E",
+            "NK1|2|カクウ^ジロウ^^^^^L^P|DAU||^^^^^03^00000000^12",
+            "NK1|3|架空^三郎^^^^^L|OTH",
+        ],
+    );
+    let patient = care_event(text.as_bytes()).data.patient;
+    assert_eq!(
+        patient.address.and_then(|a| a.text).as_deref(),
+        Some("東京都架空市"),
+        "a city given with its prefecture is not doubled"
+    );
+    assert_eq!(
+        patient.key_person,
+        Some(RelatedPerson {
+            name: Some("カクウ ジロウ".to_owned()),
+            relationship: Some("娘".to_owned()),
+            phone: Some("03-00000000 内線 12".to_owned()),
+        })
+    );
+
+    // An employer alone is no key person.
+    let text = admission(
+        "UNICODE UTF-8",
+        "",
+        &["NK1|1|架空商事|||^WPN^PH^^^^^^^^^03-2222-2222||E"],
+    );
+    assert_eq!(care_event(text.as_bytes()).data.patient.key_person, None);
+}
+
+#[test]
+fn a_message_without_address_phone_or_next_of_kin_leaves_them_empty() {
+    for pid_tail in ["", "|||||", "|||\"\"||\"\"", "|||^^^^^JPN^H||^PRN^PH"] {
+        for segments in [&[][..], &["NK1|1"][..], &["NK1|1|\"\"|\"\"||\"\""][..]] {
+            let text = admission("UNICODE UTF-8", pid_tail, segments);
+            let patient = care_event(text.as_bytes()).data.patient;
+            assert_eq!(
+                (patient.address, patient.phone, patient.key_person),
+                (None, None, None),
+                "{pid_tail:?} {segments:?}"
+            );
+            assert!(patient.name.is_some(), "the rest is still read");
+        }
+    }
+}
+
+#[test]
+fn conformance_admission_carries_the_key_person_and_home() {
+    let case = cases("hl7/")
+        .into_iter()
+        .find(|c| c.name == "hl7/a01_admit_iso2022jp.hl7")
+        .expect("the A01 admission");
+    let patient = event_of(&case).data.patient;
+    assert_eq!(
+        patient.address,
+        Some(Address {
+            postal_code: Some("100-0001".to_owned()),
+            text: Some("東京都架空市架空町1-2-3".to_owned()),
+        })
+    );
+    assert_eq!(patient.phone.as_deref(), Some("03-0000-0000"));
+    assert_eq!(
+        patient.key_person,
+        Some(RelatedPerson {
+            name: Some("架空 一郎".to_owned()),
+            relationship: Some("息子".to_owned()),
+            phone: Some("090-0000-0000".to_owned()),
+        })
+    );
+}
+
+// MSH-18 missing or wrong: what the bytes decide is decoded and said so.
+
+/// `raw` with `MSH-18` set to `value` (the conformance headers are ASCII).
+fn with_msh18(raw: &[u8], value: &str) -> Vec<u8> {
+    let end = raw
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(raw.len());
+    let mut fields: Vec<&[u8]> = raw[..end].split(|&b| b == b'|').collect();
+    while fields.len() < 18 {
+        fields.push(b"");
+    }
+    fields[17] = value.as_bytes();
+    let mut out = fields.join(&b'|');
+    out.extend_from_slice(&raw[end..]);
+    out
+}
+
+#[test]
+fn conformance_messages_as_sent_assume_nothing() {
+    for case in cases("hl7/") {
+        assert_eq!(
+            event_of(&case).data.origin.assumed_charset,
+            None,
+            "{}",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn conformance_messages_with_msh18_missing_or_wrong_keep_every_fact() {
+    let mut failures = Vec::new();
+    for case in cases("hl7/") {
+        let sent = sent_msh_field(&case.raw, 18);
+        let iso2022jp = case.raw.contains(&0x1b);
+        assert_eq!(
+            iso2022jp,
+            sent == "~ISO IR87",
+            "{}: MSH-18 {sent}",
+            case.name
+        );
+        let variants: Vec<(String, Vec<u8>, &str)> = if iso2022jp {
+            vec![
+                (
+                    "MSH-18 emptied".into(),
+                    with_msh18(&case.raw, ""),
+                    "ISO-2022-JP (MSH-18 empty)",
+                ),
+                (
+                    "declared UTF-8".into(),
+                    with_msh18(&case.raw, "UNICODE UTF-8"),
+                    "ISO-2022-JP (MSH-18 UNICODE UTF-8)",
+                ),
+                (
+                    "declared ASCII".into(),
+                    with_msh18(&case.raw, "ASCII"),
+                    "ISO-2022-JP (MSH-18 ASCII)",
+                ),
+            ]
+        } else {
+            let mut bom = b"\xEF\xBB\xBF".to_vec();
+            bom.extend_from_slice(&with_msh18(&case.raw, ""));
+            vec![
+                (
+                    "MSH-18 emptied".into(),
+                    with_msh18(&case.raw, ""),
+                    "UTF-8 (undeclared)",
+                ),
+                (
+                    "declared ISO-2022-JP".into(),
+                    with_msh18(&case.raw, "~ISO IR87"),
+                    "UTF-8 (MSH-18 ~ISO IR87)",
+                ),
+                ("MSH-18 emptied, with a BOM".into(), bom, "UTF-8 (BOM)"),
+            ]
+        };
+        for (how, raw, assumed) in variants {
+            let event = match normalize(&raw) {
+                Ok(event) => event,
+                Err(e) => {
+                    failures.push(format!("{} {how}: refused: {e}", case.name));
+                    continue;
+                }
+            };
+            let (_, problems) = check_case(&event, &case.facts);
+            failures.extend(
+                problems
+                    .into_iter()
+                    .map(|p| format!("{} {how}: {p}", case.name)),
+            );
+            if event.data.origin.assumed_charset.as_deref() != Some(assumed) {
+                failures.push(format!(
+                    "{} {how}: assumed {:?}, expected {assumed:?}",
+                    case.name, event.data.origin.assumed_charset
+                ));
+            }
+            let violations = schema_violations(&event);
+            failures.extend(
+                violations
+                    .into_iter()
+                    .map(|v| format!("{} {how}: {v}", case.name)),
+            );
+            assert_eq!(
+                event.data.origin.raw_sha256,
+                renkei_sdk::Origin::sha256_hex(&raw)
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn shift_jis_bytes_stay_refused_whatever_msh18_says() {
+    let case = cases("bad/")
+        .into_iter()
+        .find(|c| c.name == "bad/sjis_declared_utf8.hl7")
+        .expect("the Shift_JIS case");
+    for msh18 in ["UNICODE UTF-8", "", "ASCII", "~ISO IR87"] {
+        let raw = with_msh18(&case.raw, msh18);
+        let err = match normalize(&raw) {
+            Ok(event) => panic!("MSH-18 {msh18:?}: accepted as {}", event.event_type),
+            Err(err) => err,
+        };
+        let shown = err.to_string();
+        assert_eq!(
+            err.location.as_deref(),
+            Some("MSH-18"),
+            "{msh18:?}: {shown}"
+        );
+        assert!(shown.contains("Shift_JIS"), "{msh18:?}: {shown}");
+        for data in PATIENT {
+            assert!(
+                !shown.contains(data),
+                "{msh18:?}: repeats `{data}`: {shown}"
+            );
+        }
+    }
+    // Declared as what it is, it is read.
+    let event = event_of(&Case {
+        name: "sjis relabelled".into(),
+        raw: with_msh18(&case.raw, "SHIFT_JIS"),
+        facts: Map::new(),
+    });
+    assert_eq!(
+        event.data.patient.name.and_then(|n| n.kanji).as_deref(),
+        Some("架空 花子")
+    );
+    assert_eq!(event.data.origin.assumed_charset, None);
 }
