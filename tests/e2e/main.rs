@@ -32,3 +32,4 @@ mod rejected;
 mod relay;
 mod sources;
 mod spine;
+mod ssmix2;

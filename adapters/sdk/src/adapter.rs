@@ -48,7 +48,9 @@ pub trait Normalizer: Send + Sync {
 pub struct InputSource {
     /// The adapter that received it, e.g. `mllp`.
     pub adapter: String,
-    /// The peer (address, file path, client id) for the operator's eyes. Never patient data.
+    /// The peer (address, file name, storage path, client id) for the operator's eyes:
+    /// kept with refused inputs and in the audit log, never written to a log (an SS-MIX2
+    /// storage path holds the patient id; sources log a digest of it instead).
     pub peer: String,
 }
 

@@ -125,7 +125,8 @@ impl Ingestor {
             .await;
         match kept {
             Ok(id) => {
-                tracing::info!(adapter, peer, rejected_input = %id, error = %error, "input refused and kept");
+                // The peer stays out of the log: some sources' peers (a storage path) name the patient.
+                tracing::info!(adapter, rejected_input = %id, error = %error, "input refused and kept");
                 IngestOutcome::Rejected(error)
             }
             Err(e) => IngestOutcome::Unavailable(e.to_string()),

@@ -17,6 +17,7 @@ pub fn kinds() -> Vec<Box<dyn AnySource>> {
     vec![
         Box::new(renkei_hl7v2::MllpSource),
         Box::new(renkei_fhir::FhirReceiver),
+        Box::new(renkei_ssmix2::Ssmix2Source),
         Box::new(renkei_filedrop::FileDropSource::new(
             super::formats::file_formats(),
         )),
@@ -159,7 +160,9 @@ mod tests {
         let err = check(&settings).err().map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
-            Some("sources.mllp: `telex` is not a source kind (known: mllp, fhir, file_drop)")
+            Some(
+                "sources.mllp: `telex` is not a source kind (known: mllp, fhir, ss-mix2, file_drop)"
+            )
         );
         Ok(())
     }
