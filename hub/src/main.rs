@@ -802,19 +802,11 @@ async fn rejected(command: RejectedCommand, settings: &Settings) -> anyhow::Resu
                 ),
                 None => None,
             };
-            let (store, bus) = app::connect(settings).await.map_err(|e| {
-                if matches!(
-                    e.downcast_ref::<renkei_hub::bus::BusError>(),
-                    Some(renkei_hub::bus::BusError::InUse { .. })
-                ) {
-                    e.context(
-                        "with the embedded bus, a running hub holds the queue: stop it, \
-                         replay, and start it again",
-                    )
-                } else {
-                    e
-                }
-            })?;
+            let (store, bus) = connect_beside_a_hub(
+                settings,
+                "replay through its admin API (POST /v1/rejected/{id}/replay), or stop it first",
+            )
+            .await?;
             let ingestor = renkei_hub::ingest::Ingestor::new(
                 store.clone(),
                 bus,
@@ -856,6 +848,29 @@ async fn rejected(command: RejectedCommand, settings: &Settings) -> anyhow::Resu
     }
 }
 
+/// The store and the bus for a one-shot command that publishes; when a running hub
+/// holds the embedded bus, the error says what to do instead (`instead`).
+async fn connect_beside_a_hub(
+    settings: &Settings,
+    instead: &str,
+) -> anyhow::Result<(
+    std::sync::Arc<dyn renkei_hub::store::Store>,
+    std::sync::Arc<dyn renkei_hub::bus::Bus>,
+)> {
+    app::connect(settings).await.map_err(|e| {
+        if matches!(
+            e.downcast_ref::<renkei_hub::bus::BusError>(),
+            Some(renkei_hub::bus::BusError::InUse { .. })
+        ) {
+            e.context(format!(
+                "with the embedded bus, a running hub holds the queue: {instead}"
+            ))
+        } else {
+            e
+        }
+    })
+}
+
 async fn deliveries(command: DeliveriesCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
     match command {
         DeliveriesCommand::List {
@@ -890,19 +905,11 @@ async fn deliveries(command: DeliveriesCommand, settings: &Settings) -> anyhow::
             Ok(ExitCode::SUCCESS)
         }
         DeliveriesCommand::Replay { ids } => {
-            let (store, bus) = app::connect(settings).await.map_err(|e| {
-                if matches!(
-                    e.downcast_ref::<renkei_hub::bus::BusError>(),
-                    Some(renkei_hub::bus::BusError::InUse { .. })
-                ) {
-                    e.context(
-                        "with the embedded bus, a running hub holds the queue: replay through \
-                         its admin API (POST /v1/deliveries/replay), or stop it first",
-                    )
-                } else {
-                    e
-                }
-            })?;
+            let (store, bus) = connect_beside_a_hub(
+                settings,
+                "replay through its admin API (POST /v1/deliveries/replay), or stop it first",
+            )
+            .await?;
             let replayed =
                 renkei_hub::delivery::replay(store.as_ref(), bus.as_ref(), &ids, "cli").await?;
             for id in &replayed {

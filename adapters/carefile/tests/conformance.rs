@@ -27,9 +27,6 @@ use renkei_sdk::conformance::{Check, check_case, check_fact};
 use renkei_sdk::{CanonicalEvent, EVENT_SCHEMA_V1, EventType, NormalizeError, Normalizer};
 use serde_json::{Map, Value, json};
 
-/// Overrides where the conformance set is read from.
-const DIR_VARIABLE: &str = "RENKEI_CONFORMANCE_DIR";
-
 /// The conformance set, read once per test process.
 struct Conformance {
     dir: PathBuf,
@@ -38,26 +35,13 @@ struct Conformance {
 }
 
 fn read_object(path: &Path) -> Map<String, Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
-        panic!(
-            "the conformance set is missing: cannot read {} ({e}). These tests never skip: \
-             put the set at ../shared/conformance next to the checkout or set {DIR_VARIABLE}",
-            path.display()
-        )
-    });
-    match serde_json::from_str(&text) {
-        Ok(Value::Object(map)) => map,
-        other => panic!("{} is not a JSON object: {other:?}", path.display()),
-    }
+    renkei_sdk::conformance::read_object(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn conformance() -> &'static Conformance {
     static SET: OnceLock<Conformance> = OnceLock::new();
     SET.get_or_init(|| {
-        let dir = match std::env::var_os(DIR_VARIABLE) {
-            Some(dir) => PathBuf::from(dir),
-            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance"),
-        };
+        let dir = renkei_sdk::conformance::set_dir(env!("CARGO_MANIFEST_DIR"));
         let expected = read_object(&dir.join("EXPECTED.json"));
         let careplan = read_object(&dir.join("csv/careplan/EXPECTED.json"));
         let careplan = careplan["files"]

@@ -21,9 +21,6 @@ use renkei_sdk::conformance::check_case;
 use renkei_sdk::{CanonicalEvent, EVENT_SCHEMA_V1, FacilityRole, NormalizeError, Normalizer};
 use serde_json::{Map, Value};
 
-/// Overrides where the conformance set is read from.
-const DIR_VARIABLE: &str = "RENKEI_CONFORMANCE_DIR";
-
 /// The conformance set, read once per test process.
 struct Conformance {
     dir: PathBuf,
@@ -33,22 +30,9 @@ struct Conformance {
 fn conformance() -> &'static Conformance {
     static SET: OnceLock<Conformance> = OnceLock::new();
     SET.get_or_init(|| {
-        let dir = match std::env::var_os(DIR_VARIABLE) {
-            Some(dir) => PathBuf::from(dir),
-            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance"),
-        };
-        let path = dir.join("EXPECTED.json");
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "the conformance set is missing: cannot read {} ({e}). These tests never skip: \
-                 put the set at ../shared/conformance next to the checkout or set {DIR_VARIABLE}",
-                path.display()
-            )
-        });
-        let expected = match serde_json::from_str(&text) {
-            Ok(Value::Object(map)) => map,
-            other => panic!("{} is not a JSON object: {other:?}", path.display()),
-        };
+        let dir = renkei_sdk::conformance::set_dir(env!("CARGO_MANIFEST_DIR"));
+        let expected = renkei_sdk::conformance::read_object(&dir.join("EXPECTED.json"))
+            .unwrap_or_else(|e| panic!("{e}"));
         Conformance { dir, expected }
     })
 }

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use bytes::BytesMut;
@@ -28,9 +28,6 @@ use renkei_sdk::{
 use serde_json::{Map, Value};
 use tokio_util::codec::{Decoder, Encoder};
 
-/// Overrides where the conformance set is read from.
-const DIR_VARIABLE: &str = "RENKEI_CONFORMANCE_DIR";
-
 /// The conformance set, read once per test process.
 struct Conformance {
     dir: PathBuf,
@@ -40,22 +37,9 @@ struct Conformance {
 fn conformance() -> &'static Conformance {
     static SET: OnceLock<Conformance> = OnceLock::new();
     SET.get_or_init(|| {
-        let dir = match std::env::var_os(DIR_VARIABLE) {
-            Some(dir) => PathBuf::from(dir),
-            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance"),
-        };
-        let path = dir.join("EXPECTED.json");
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "the conformance set is missing: cannot read {} ({e}). These tests never skip: \
-                 put the set at ../shared/conformance next to the checkout or set {DIR_VARIABLE}",
-                path.display()
-            )
-        });
-        let expected = match serde_json::from_str(&text) {
-            Ok(Value::Object(map)) => map,
-            other => panic!("{} is not a JSON object: {other:?}", path.display()),
-        };
+        let dir = renkei_sdk::conformance::set_dir(env!("CARGO_MANIFEST_DIR"));
+        let expected = renkei_sdk::conformance::read_object(&dir.join("EXPECTED.json"))
+            .unwrap_or_else(|e| panic!("{e}"));
         Conformance { dir, expected }
     })
 }

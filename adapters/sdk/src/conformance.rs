@@ -22,6 +22,38 @@ use crate::event::{
     CanonicalEvent, FacilityRole, facility_source, japan_offset, local_patient_id_system,
 };
 
+/// The environment variable that says where the conformance set is.
+pub const DIR_VARIABLE: &str = "RENKEI_CONFORMANCE_DIR";
+
+/// The conformance set's folder: `$RENKEI_CONFORMANCE_DIR`, else `shared/conformance`
+/// beside the checkout, for a crate under `adapters/` (`manifest_dir` is its
+/// `CARGO_MANIFEST_DIR`).
+pub fn set_dir(manifest_dir: &str) -> std::path::PathBuf {
+    match std::env::var_os(DIR_VARIABLE) {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => std::path::Path::new(manifest_dir).join("../../../shared/conformance"),
+    }
+}
+
+/// A JSON object file of the set (`EXPECTED.json`). The error says the tests using it
+/// never skip, and how to provide the set.
+pub fn read_object(path: &std::path::Path) -> Result<serde_json::Map<String, Value>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "the conformance set is missing: cannot read {} ({e}). These tests never skip: \
+             put the set at ../shared/conformance next to the checkout or set {DIR_VARIABLE}",
+            path.display()
+        )
+    })?;
+    match serde_json::from_str(&text) {
+        Ok(Value::Object(map)) => Ok(map),
+        other => Err(format!(
+            "{} is not a JSON object: {other:?}",
+            path.display()
+        )),
+    }
+}
+
 /// Keys of a case that describe the entry rather than the event.
 pub const NOT_FACTS: [&str; 3] = ["note", "format", "skip"];
 

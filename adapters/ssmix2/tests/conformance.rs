@@ -35,8 +35,6 @@ use renkei_ssmix2::{
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-/// Overrides where the conformance set is read from.
-const DIR_VARIABLE: &str = "RENKEI_CONFORMANCE_DIR";
 /// The hospital of the sample storage.
 const FACILITY: &str = "1319999995";
 /// The folder of the sample storage tree in the conformance set.
@@ -53,22 +51,9 @@ struct Conformance {
 fn conformance() -> &'static Conformance {
     static SET: OnceLock<Conformance> = OnceLock::new();
     SET.get_or_init(|| {
-        let dir = match std::env::var_os(DIR_VARIABLE) {
-            Some(dir) => PathBuf::from(dir),
-            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance"),
-        };
-        let path = dir.join("EXPECTED.json");
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "the conformance set is missing: cannot read {} ({e}). These tests never skip: \
-                 put the set at ../shared/conformance next to the checkout or set {DIR_VARIABLE}",
-                path.display()
-            )
-        });
-        let expected = match serde_json::from_str(&text) {
-            Ok(Value::Object(map)) => map,
-            other => panic!("{} is not a JSON object: {other:?}", path.display()),
-        };
+        let dir = renkei_sdk::conformance::set_dir(env!("CARGO_MANIFEST_DIR"));
+        let expected = renkei_sdk::conformance::read_object(&dir.join("EXPECTED.json"))
+            .unwrap_or_else(|e| panic!("{e}"));
         Conformance { dir, expected }
     })
 }

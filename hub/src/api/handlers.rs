@@ -218,6 +218,17 @@ pub struct DeliveryQuery {
 /// Largest `limit` of the delivery log.
 pub const MAX_DELIVERIES_LIMIT: u16 = 1000;
 
+/// A list's `limit` (default 100), or a 400 naming it when out of range.
+fn list_limit(limit: Option<u16>) -> Result<u16, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=MAX_DELIVERIES_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit: must be between 1 and {MAX_DELIVERIES_LIMIT}, not {limit}"
+        )));
+    }
+    Ok(limit)
+}
+
 /// The delivery log.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveriesResponse {
@@ -244,12 +255,7 @@ pub async fn list_deliveries(
     State(state): State<ApiState>,
     Query(q): Query<DeliveryQuery>,
 ) -> Result<axum::Json<DeliveriesResponse>, ApiError> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=MAX_DELIVERIES_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit: must be between 1 and {MAX_DELIVERIES_LIMIT}, not {limit}"
-        )));
-    }
+    let limit = list_limit(q.limit)?;
     // No participant id holds a NUL (the database cannot store one): nothing matches.
     if q.participant_id
         .as_deref()
@@ -446,12 +452,7 @@ pub async fn list_rejected(
     State(state): State<ApiState>,
     Query(q): Query<RejectedQuery>,
 ) -> Result<axum::Json<RejectedResponse>, ApiError> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=MAX_DELIVERIES_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit: must be between 1 and {MAX_DELIVERIES_LIMIT}, not {limit}"
-        )));
-    }
+    let limit = list_limit(q.limit)?;
     // No source name holds a NUL (the database cannot store one): nothing matches.
     if q.source.as_deref().is_some_and(|s| s.contains('\0')) {
         return Ok(axum::Json(RejectedResponse {

@@ -621,6 +621,70 @@ async fn a_source_key_is_not_an_admin_key_and_an_admin_key_is_no_source_key(
     db.drop_db().await
 }
 
+/// Refused inputs are listed newest first by source and replay state, read back with
+/// their exact bytes, and marked replayed once (audited); a second mark records nothing.
+async fn a_refused_input_is_listed_read_back_and_marked_replayed_once(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    use renkei_hub::store::{RejectedFilter, Rejection};
+    let db = TestDb::on(backend).await?;
+    let store = db.store.as_ref();
+    let bytes: &[u8] = b"MSH|^~\\&|\x00\xff";
+    let kept = |adapter, raw| Rejection {
+        adapter,
+        peer: "127.0.0.1:5000",
+        location: Some("MSH-9"),
+        reason: "unknown trigger",
+        raw,
+    };
+    let first = store.record_rejection(kept("mllp", bytes)).await?;
+    let second = store.record_rejection(kept("fhir", b"{}")).await?;
+    let all = store.list_rejected(&RejectedFilter::default()).await?;
+    let ids: Vec<_> = all.iter().map(|r| r.id).collect();
+    assert_eq!(ids, [second, first], "newest first");
+    let mllp = store
+        .list_rejected(&RejectedFilter {
+            source: Some("mllp".into()),
+            ..RejectedFilter::default()
+        })
+        .await?;
+    assert_eq!(mllp.len(), 1);
+    assert_eq!(mllp[0].raw_bytes, i64::try_from(bytes.len())?);
+    assert_eq!(mllp[0].location.as_deref(), Some("MSH-9"));
+    let read = store.rejected_input(first).await?;
+    assert_eq!(read.map(|r| r.raw), Some(bytes.to_vec()));
+    assert_eq!(store.rejected_input(uuid::Uuid::now_v7()).await?, None);
+
+    let event = uuid::Uuid::now_v7();
+    assert!(store.mark_rejected_replayed(first, event, "cli").await?);
+    assert!(
+        !store
+            .mark_rejected_replayed(first, uuid::Uuid::now_v7(), "cli")
+            .await?
+    );
+    let replayed = store
+        .list_rejected(&RejectedFilter {
+            replayed: Some(true),
+            ..RejectedFilter::default()
+        })
+        .await?;
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0].replayed_event, Some(event));
+    let open = store
+        .list_rejected(&RejectedFilter {
+            replayed: Some(false),
+            ..RejectedFilter::default()
+        })
+        .await?;
+    assert_eq!(open.iter().map(|r| r.id).collect::<Vec<_>>(), [second]);
+    renkei_hub::store::seal_all(store).await?;
+    let audited = db
+        .scalar("SELECT count(*) FROM audit_log WHERE action = 'rejected.replay'")
+        .await?;
+    assert_eq!(audited, 1, "the replay is audited once");
+    db.drop_db().await
+}
+
 /// One test per case and backend: `postgres::<case>` and `sqlite::<case>`.
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
@@ -652,4 +716,5 @@ contract!(
     a_duplicate_copy_of_a_delivery_job_finishing_second_records_nothing,
     source_progress_is_kept_per_source_and_replaced_by_the_last_save,
     a_source_key_is_not_an_admin_key_and_an_admin_key_is_no_source_key,
+    a_refused_input_is_listed_read_back_and_marked_replayed_once,
 );
